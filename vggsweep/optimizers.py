@@ -1,0 +1,63 @@
+"""Optimizers: Adam and SGD with S4's exponential learning-rate decay and weight averaging.
+
+The keyword arguments of `build_optimizer` are the valid keys of `conf/optimizer/*.yaml`.
+Keras is imported inside the function so that config validation stays instant.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def build_optimizer(
+    name: str = "adam",
+    learning_rate: float = 1e-3,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    decay_steps: int = 0,
+    decay_rate: float = 0.96,
+    staircase: bool = False,
+    ema: bool = False,
+    ema_momentum: float = 0.99,
+):
+    """Builds a Keras optimizer.
+
+    Args:
+        name: `adam` or `sgd`.
+        learning_rate: the initial learning rate.
+        beta_1, beta_2: Adam's moment decay rates.
+        momentum, nesterov: SGD's momentum.
+        decay_steps: decay the rate by `decay_rate` every `decay_steps` steps (0: constant).
+        decay_rate: the multiplier per `decay_steps`.
+        staircase: decay in discrete steps (S4) instead of continuously.
+        ema: keep an exponential moving average of the weights, used for evaluation (S4).
+        ema_momentum: the EMA's momentum.
+    """
+    import keras
+
+    rate = learning_rate
+    if decay_steps and decay_steps > 0:
+        rate = keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=decay_steps, decay_rate=decay_rate, staircase=staircase
+        )
+    common = {"learning_rate": rate, "use_ema": bool(ema), "ema_momentum": ema_momentum}
+    if name == "adam":
+        return keras.optimizers.Adam(beta_1=beta_1, beta_2=beta_2, **common)
+    if name == "sgd":
+        return keras.optimizers.SGD(momentum=momentum, nesterov=nesterov, **common)
+    raise ValueError(f"optimizer.name={name!r} is not supported; valid: {', '.join(OPTIMIZERS)}")
+
+
+def builder_params() -> dict:
+    """The optimizer config's valid keys (except `name`) and their types."""
+    signature = inspect.signature(build_optimizer)
+    types = {"int": int, "float": float, "bool": bool, "str": str}
+    return {
+        name: types.get(param.annotation, param.annotation)
+        for name, param in signature.parameters.items()
+        if name != "name"
+    }

@@ -1,0 +1,92 @@
+"""Prints a model's Keras summary, parameter count, forward FLOPs and block output sizes.
+
+    python -m vggsweep.summary model=vgg16 data.image_size=224 model.batch_norm=false
+
+Takes the same Hydra overrides as a run (one value per key, no sweep syntax) and shows the model at
+the default point of its search space, or at the values given. Nothing is trained, tracked or read
+from a dataset. Bad input gives one line on stderr and exit status 2.
+"""
+
+import argparse
+import math
+import os
+import sys
+
+from vggsweep import config, models
+
+#: MNIST and the digits dataset: 28x28 grayscale images, 10 classes.
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+def forward_flops(model) -> int:
+    """Forward-pass FLOPs per image: 2 x the multiply-adds of every Conv2D and Dense layer.
+
+    Counted from the layer shapes (biases, normalization, activations and pools are left out,
+    as is usual: they are a small fraction of a convolutional network's cost).
+    """
+    total = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
+            _, height, width, _ = layer.output.shape
+            total += 2 * height * width * kernel_h * kernel_w * channels_in * channels_out
+        elif kind == "Dense":
+            units_in, units_out = layer.kernel.shape
+            total += 2 * units_in * units_out
+    return int(total)
+
+
+def describe_point(params: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in params.items())
+
+
+def summarize(overrides: list[str]) -> str:
+    """Composes and checks the config, builds the model, and returns the lines after its summary.
+
+    Raises:
+        config.ConfigError: bad overrides or a model that cannot be built (one line).
+    """
+    cfg = config.compose(overrides)
+    config.validate(cfg)
+    family, image_size = cfg.model.family, cfg.data.image_size
+    params = config.model_point(cfg)
+    geometry = models.check_geometry(family, params, image_size)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    model = models.build_model(family, params, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
+                               image_size=image_size)
+    model.summary()
+    trainable = sum(math.prod(weight.shape) for weight in model.trainable_weights)
+    lines = [
+        f"point ({family}, image_size {image_size}): {describe_point(params)}",
+        f"parameters: {model.count_params():,}",
+        f"trainable parameters: {trainable:,}",
+        f"FLOPs per image (forward): {forward_flops(model):,} (2 x conv and dense multiply-adds)",
+        "block outputs (height x width x channels):",
+        *[f"  {name:<8} {'x'.join(map(str, shape))}" for name, shape in geometry],
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vggsweep.summary",
+        description="Show a model at the default point of its search space (no training).",
+        epilog="example: python -m vggsweep.summary model=vgg16 data.image_size=224 "
+               "model.batch_norm=false",
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, one value per key")
+    args = parser.parse_args(argv)
+    try:
+        text = summarize(args.overrides)
+    except config.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
