@@ -143,7 +143,8 @@ def _record_cnn(client, eid, recorded: RecordedSweep) -> None:
 def _record_mlp(client, eid, recorded: RecordedSweep) -> None:
     parent = _parent(client, eid, recorded.sweep_a_dir, "mlp", "mlp", "tanh", "key-mlp-tanh")
     tags = {"model": "mlp", "family": "mlp", "activation": "tanh"}
-    for index, (val, units, seconds) in enumerate([(0.95, 500, 3.0), (0.96, 800, 4.0), (0.93, 100, 2.0)]):
+    results = [(0.95, 500, 3.0), (0.96, 800, 4.0), (0.93, 100, 2.0)]  # val, dense_units, seconds
+    for index, (val, units, seconds) in enumerate(results):
         history = [val - 0.02, val - 0.01, val]
         trial_id = f"{index:02d}"
         recorded.trials[f"mlp/{trial_id}"] = _trial(
@@ -159,7 +160,8 @@ def _record_mlp(client, eid, recorded: RecordedSweep) -> None:
 def _record_vgg(client, eid, recorded: RecordedSweep) -> None:
     parent = _parent(client, eid, recorded.sweep_b_dir, "vgg16", "vgg", "searched", "key-vgg16")
     tags = {"model": "vgg16", "family": "vgg", "activation": "searched"}
-    for index, (activation, val, seconds) in enumerate([("sigmoid", 0.11, 90.0), ("relu", 0.99, 120.0)]):
+    results = [("sigmoid", 0.11, 90.0), ("relu", 0.99, 120.0)]  # activation, val, seconds
+    for index, (activation, val, seconds) in enumerate(results):
         history = [val - 0.001, val, val]
         trial_id = f"{index:02d}"
         recorded.trials[f"vgg16/{trial_id}"] = _trial(

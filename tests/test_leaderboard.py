@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # the shared fixtures module, whatever the import mode
+sys.path.insert(0, str(Path(__file__).parent))  # finds results_fixtures in any import mode
 from results_fixtures import EXPERIMENT, SWEEP_A, record_sweep  # noqa: E402
 
 from vggsweep import leaderboard  # noqa: E402
@@ -77,8 +77,8 @@ def test_searched_activation_comes_from_the_trial_params(sweep, trials):
 @pytest.mark.parametrize(
     ("texts", "dtype", "values"),
     [
-        (["1", "-2", None], "Int64", [1, -2, pd.NA]),
-        (["True", "false", "None"], "boolean", [True, False, pd.NA]),
+        (["1", "-2", None], "Int64", [1, -2, None]),
+        (["True", "false", "None"], "boolean", [True, False, None]),
         (["1", "0.5", ""], "float64", [1.0, 0.5, None]),
         (["relu", "1"], "str", ["relu", "1"]),
     ],
@@ -86,7 +86,7 @@ def test_searched_activation_comes_from_the_trial_params(sweep, trials):
 def test_parse_param_values(texts, dtype, values):
     parsed = leaderboard.parse_param_values(texts)
     assert str(parsed.dtype) == dtype
-    assert [None if pd.isna(v) else v for v in parsed] == [None if v is None or v is pd.NA else v for v in values]
+    assert [None if pd.isna(v) else v for v in parsed] == values
 
 
 def test_ranked_on_validation_accuracy_with_unfinished_trials_last(sweep, trials):
@@ -120,7 +120,9 @@ def test_sweep_filter_matches_the_absolute_path(sweep):
 
 
 def test_parent_model_and_status_filters(sweep):
-    by_parent = load_trials(sweep.tracking_uri, sweep.experiment, parent_run_ids=[sweep.parents["mlp"]])
+    by_parent = load_trials(
+        sweep.tracking_uri, sweep.experiment, parent_run_ids=[sweep.parents["mlp"]]
+    )
     assert set(by_parent["run_id"]) == {sweep.trials[f"mlp/0{i}"] for i in range(3)}
     assert len(load_trials(sweep.tracking_uri, sweep.experiment, model="vgg16")) == 2
     failed = load_trials(sweep.tracking_uri, sweep.experiment, status="failed")
@@ -156,7 +158,8 @@ def test_group_best_is_the_isolation_table(sweep, trials):
     cnn = table.iloc[1]
     assert (cnn["n_trials"], cnn["n_finished"]) == (5, 3)
     assert cnn["run_id"] == sweep.trials["cnn/01"] and cnn["val_accuracy"] == pytest.approx(0.98)
-    assert cnn["val_accuracy_min"] == pytest.approx(0.97) and cnn["val_accuracy_max"] == pytest.approx(0.98)
+    assert cnn["val_accuracy_min"] == pytest.approx(0.97)
+    assert cnn["val_accuracy_max"] == pytest.approx(0.98)
     assert cnn["val_accuracy_std"] == pytest.approx(pd.Series([0.97, 0.975, 0.98]).std())
     assert str(table["filters"].dtype) == "Int64"
 
@@ -164,7 +167,8 @@ def test_group_best_is_the_isolation_table(sweep, trials):
 def test_group_best_keeps_a_group_without_finished_trials(sweep):
     failed_only = load_trials(sweep.tracking_uri, sweep.experiment, status="failed")
     table = group_best(failed_only)
-    assert len(table) == 1 and table["n_finished"].iloc[0] == 0 and pd.isna(table["val_accuracy"].iloc[0])
+    assert len(table) == 1 and table["n_finished"].iloc[0] == 0
+    assert pd.isna(table["val_accuracy"].iloc[0])
 
 
 def test_group_best_rejects_unknown_columns(trials):
@@ -175,9 +179,9 @@ def test_group_best_rejects_unknown_columns(trials):
 def test_load_histories_one_row_per_epoch(sweep):
     from mlflow import MlflowClient
 
-    histories = leaderboard.load_histories(MlflowClient(sweep.tracking_uri), [sweep.trials["cnn/01"]])
-    history = histories[sweep.trials["cnn/01"]]
-    assert list(history.index) == [0, 1, 2]  # the final val_accuracy logged at step 3 is not an epoch
+    run_id = sweep.trials["cnn/01"]
+    history = leaderboard.load_histories(MlflowClient(sweep.tracking_uri), [run_id])[run_id]
+    assert list(history.index) == [0, 1, 2]  # the final val_accuracy, logged at step 3, is no epoch
     assert list(history["val_accuracy"]) == pytest.approx([0.93, 0.98, 0.97])
     assert set(history.columns) == {"loss", "accuracy", "val_loss", "val_accuracy"}
 
@@ -251,7 +255,9 @@ def test_cli_uses_the_tracking_uri_from_the_environment(sweep, capsys, monkeypat
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(sweep, capsys, argv, message):
-    code = main([*argv, "--tracking-uri", sweep.tracking_uri] if "--tracking-uri" not in argv else argv)
+    if "--tracking-uri" not in argv:
+        argv = [*argv, "--tracking-uri", sweep.tracking_uri]
+    code = main(argv)
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     lines = captured.err.strip().splitlines()
@@ -274,18 +280,23 @@ def test_cli_missing_store_is_not_created(tmp_path, capsys):
     assert not store.exists()
 
 
-def _run_python(code: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env_extra or {})}
+def _child_env() -> dict:
+    """This environment, with the repository importable and no tracking URI from outside."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env,
+    return env
+
+
+def _run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_child_env(),
                           capture_output=True, text=True, timeout=120)
 
 
 def test_import_is_light():
     result = _run_python(
         "import sys, vggsweep.leaderboard\n"
-        "heavy = [m for m in ('mlflow', 'matplotlib', 'tensorflow', 'keras_tuner') if m in sys.modules]\n"
-        "print(heavy)", REPO_ROOT,
+        "heavy = ('mlflow', 'matplotlib', 'tensorflow', 'keras_tuner')\n"
+        "print([m for m in heavy if m in sys.modules])", REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -306,11 +317,12 @@ def test_cli_subprocess_default_store_missing(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "vggsweep.leaderboard", "--experiment", EXPERIMENT],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONPATH": str(REPO_ROOT)},
+        env=_child_env(),
     )
+    store = tmp_path / "mlflow.db"
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: no MLflow store at {tmp_path / 'mlflow.db'} (tracking URI sqlite:///{tmp_path / 'mlflow.db'}); "
+        f"error: no MLflow store at {store} (tracking URI sqlite:///{store}); "
         "pass --tracking-uri, e.g. sqlite:///<launch dir>/mlflow.db, or set MLFLOW_TRACKING_URI"
     ]
     assert list(tmp_path.iterdir()) == []

@@ -90,7 +90,8 @@ def _run_hydra() -> int:
         return 130
     failed = [r for r in run.RESULTS if r.status != "completed"]
     for result in failed:
-        print(f"job {result.name} failed: {result.message}", file=sys.stderr)
+        print(f"job {result.name} ({result.overrides}) failed: {result.message}",
+              file=sys.stderr)
     if failed:
         print(f"{len(failed)}/{len(run.RESULTS)} jobs failed", file=sys.stderr)
     return 1 if failed else 0

@@ -44,6 +44,7 @@ _BOOL_TEXT = {"true": True, "false": False}
 _INT_PATTERN = re.compile(r"[+-]?\d+")
 _SHORT_ID_COLUMNS = {"run_id", "parent_run_id"}
 TABLE_FORMATS = (".csv", ".md", ".html")
+TRACKING_URI_HELP = "default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db"
 
 
 class ResultsError(ValueError):
@@ -139,25 +140,23 @@ def _sweep_matches(recorded: str | None, sweep: str) -> bool:
     return not os.path.isabs(wanted) and recorded.endswith(os.sep + wanted)
 
 
-def _select_parents(parents: list, parent_run_ids, sweep: str | None) -> dict | None:
-    """The parent runs the filters keep, by run id; None when no parent filter is set."""
+def _kept_parent_ids(parents: list, parent_run_ids, sweep: str | None) -> set[str] | None:
+    """The ids of the job runs the filters keep; None when no job filter is set."""
     if parent_run_ids is None and sweep is None:
         return None
-    kept = {p.info.run_id: p for p in parents}
-    if parent_run_ids is not None:
-        wanted = set(parent_run_ids)
-        kept = {rid: p for rid, p in kept.items() if rid in wanted}
+    kept = set(parent_run_ids) if parent_run_ids is not None else {p.info.run_id for p in parents}
     if sweep is not None:
-        kept = {
-            rid: p for rid, p in kept.items()
+        in_sweep = {
+            p.info.run_id for p in parents
             if _sweep_matches(p.data.tags.get("vggsweep.sweep_dir"), sweep)
         }
-        if not kept:
+        if not in_sweep:
             recorded = sorted({p.data.tags.get("vggsweep.sweep_dir", "?") for p in parents})
             raise ResultsError(
                 f"no job of this experiment ran in sweep {sweep!r}; recorded sweeps: "
                 + (", ".join(recorded) or "(none)")
             )
+        kept &= in_sweep
     return kept
 
 
@@ -173,11 +172,11 @@ def _hyperparameters(params: Mapping[str, str], include_optimizer_params: bool) 
     return hyper
 
 
-def _trial_record(run, parents: Mapping[str, Any], include_optimizer_params: bool) -> dict:
+def _trial_record(run, runs_by_id: Mapping[str, Any], include_optimizer_params: bool) -> dict:
     """One trial run as a flat dict of raw values (params still strings under `hyper`)."""
     tags, metrics = run.data.tags, run.data.metrics
     parent_id = tags.get(PARENT_TAG)
-    parent = parents.get(parent_id)
+    parent = runs_by_id.get(parent_id)
     record = {
         "model": tags.get("model"),
         "activation": run.data.params.get("activation") or tags.get("activation"),
@@ -235,7 +234,8 @@ def _check_choice(value: str | None, known: Iterable[str], what: str) -> None:
     """Raises ResultsError when `value` is set and not among `known`."""
     known = sorted(set(known))
     if value is not None and value not in known:
-        raise ResultsError(f"unknown {what} {value!r}; {what}s recorded: " + (", ".join(known) or "(none)"))
+        recorded = ", ".join(known) or "(none)"
+        raise ResultsError(f"unknown {what} {value!r}; {what}s recorded: {recorded}")
 
 
 def load_trials(
@@ -263,19 +263,18 @@ def load_trials(
         ResultsError: unknown store, experiment, sweep, model or status.
     """
     if status is not None and status.upper() not in RUN_STATUSES:
-        raise ResultsError(f"unknown status {status!r}; valid: " + ", ".join(s.lower() for s in RUN_STATUSES))
+        valid = ", ".join(s.lower() for s in RUN_STATUSES)
+        raise ResultsError(f"unknown status {status!r}; valid: {valid}")
     client, experiment_id = open_store(tracking_uri, experiment)
     runs = search_all_runs(client, experiment_id)
     parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "job"]
     trials = [r for r in runs if r.data.tags.get(ROLE_TAG) == "trial"]
-    kept_parents = _select_parents(parents, parent_run_ids, sweep)
-    if kept_parents is not None:
-        trials = [t for t in trials if t.data.tags.get(PARENT_TAG) in kept_parents]
+    kept_parent_ids = _kept_parent_ids(parents, parent_run_ids, sweep)
+    if kept_parent_ids is not None:
+        trials = [t for t in trials if t.data.tags.get(PARENT_TAG) in kept_parent_ids]
     _check_choice(model, (t.data.tags.get("model") for t in trials), "model")
-    records = [
-        _trial_record(t, {p.info.run_id: p for p in parents}, include_optimizer_params)
-        for t in trials
-    ]
+    runs_by_id = {r.info.run_id: r for r in runs}
+    records = [_trial_record(t, runs_by_id, include_optimizer_params) for t in trials]
     _mark_superseded(records)
     records = [
         r for r in records
@@ -299,9 +298,12 @@ def rank_trials(trials: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFr
         ascending=[metric in LOWER_IS_BETTER, True, True],
         kind="stable",
     )
-    unranked = trials[~rankable].sort_values(["status", "model", "activation", "trial_id", "run_id"])
+    unranked = trials[~rankable].sort_values(
+        ["status", "model", "activation", "trial_id", "run_id"]
+    )
     ordered = pd.concat([ranked, unranked], ignore_index=True)
-    ordered["rank"] = pd.array(list(range(1, len(ranked) + 1)) + [pd.NA] * len(unranked), dtype="Int64")
+    ranks = list(range(1, len(ranked) + 1)) + [pd.NA] * len(unranked)
+    ordered["rank"] = pd.array(ranks, dtype="Int64")
     return ordered
 
 
@@ -324,19 +326,18 @@ def group_best(
     by = list(by)
     missing = [c for c in by if c not in trials.columns]
     if missing:
-        raise ResultsError(f"unknown column(s) {missing} to group by; valid: {', '.join(trials.columns)}")
+        valid = ", ".join(trials.columns)
+        raise ResultsError(f"unknown column(s) {missing} to group by; valid: {valid}")
     ranked = rank_trials(trials, metric)
+    spread = [f"{metric}_min", f"{metric}_max", f"{metric}_std"]
     rows = []
     for _, group in ranked.groupby(by, dropna=False, sort=False):
         done = group.loc[group["rank"].notna(), metric].astype("float64")
-        best = group.iloc[0].to_dict()
-        best.update(
-            n_trials=len(group),
-            n_finished=len(done),
-            **{f"{metric}_min": done.min(), f"{metric}_max": done.max(), f"{metric}_std": done.std()},
-        )
+        best = group.iloc[0].to_dict()  # ranked order: the group's best trial comes first
+        best.update(zip(spread, (done.min(), done.max(), done.std())))
+        best.update(n_trials=len(group), n_finished=len(done))
         rows.append(best)
-    summary = [*by, "n_trials", "n_finished", metric, f"{metric}_min", f"{metric}_max", f"{metric}_std"]
+    summary = [*by, "n_trials", "n_finished", metric, *spread]
     rest = [c for c in trials.columns if c not in summary]
     table = pd.DataFrame(rows, columns=summary + rest).astype(
         {c: ranked[c].dtype for c in trials.columns}
@@ -356,7 +357,9 @@ def load_histories(client, run_ids: Iterable[str], keys: Sequence[str] = HISTORY
     for run_id in run_ids:
         series = {}
         for key in keys:
-            points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+            points = sorted(
+                client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp)
+            )
             by_step: dict[int, float] = {}
             for point in points:
                 by_step.setdefault(point.step, point.value)
@@ -428,7 +431,9 @@ def format_markdown(trials: pd.DataFrame) -> str:
 
     header = "| " + " | ".join(escape(c) for c in cells.columns) + " |"
     rule = "|" + "|".join("---:" if c in numeric else "---" for c in cells.columns) + "|"
-    body = ["| " + " | ".join(escape(v) for v in row) + " |" for row in cells.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(escape(v) for v in row) + " |" for row in cells.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *body]) + "\n"
 
 
@@ -498,7 +503,9 @@ def write_sweep_outputs(
     try:
         from vggsweep import report
 
-        outputs.update(report.write_plots_and_report(trials, client, sweep_dir, experiment, tracking_uri))
+        outputs.update(
+            report.write_plots_and_report(trials, client, sweep_dir, experiment, tracking_uri)
+        )
     except Exception as error:  # noqa: BLE001 - the CSV is written; the rest is best effort
         logger.warning("vggsweep: sweep plots/report failed: %s", error)
     job_run_ids = parent_run_ids if parent_run_ids is not None else sorted(
@@ -545,15 +552,18 @@ def run_cli(main_body, argv: Sequence[str] | None, parser: argparse.ArgumentPars
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="python -m vggsweep.leaderboard",
-        description="Rank the trials of a recorded sweep on validation accuracy (test accuracy shown, never used to rank).",
+        description="Rank the trials of a recorded sweep on validation accuracy "
+        "(test accuracy is shown, never used to rank).",
     )
     parser.add_argument("--experiment", required=True, help="MLflow experiment name")
-    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db")
-    parser.add_argument("--sweep", help="only jobs of this sweep dir (full path or its last component(s))")
+    parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    parser.add_argument("--sweep", help="only jobs of this sweep dir (path or its last components)")
     parser.add_argument("--model", help="only trials of this model option, e.g. cnn")
     parser.add_argument("--status", help="only runs with this status: finished, failed, killed")
     parser.add_argument("--top", type=_positive_int, help="show the best N rows")
-    parser.add_argument("--by", default="val_accuracy", help=f"rank on this metric: {', '.join(ALL_METRICS)}")
+    parser.add_argument(
+        "--by", default="val_accuracy", help=f"rank on this metric: {', '.join(ALL_METRICS)}"
+    )
     parser.add_argument("--group-by", help="best trial per group, e.g. model,activation")
     parser.add_argument("--out", help="also write the table to FILE (.csv, .md or .html)")
     return parser
@@ -580,7 +590,8 @@ def _leaderboard_main(args: argparse.Namespace) -> int:
         sweep=args.sweep, model=args.model, status=args.status,
     )
     if args.group_by:
-        table = group_best(trials, [c.strip() for c in args.group_by.split(",") if c.strip()], args.by)
+        columns = [c.strip() for c in args.group_by.split(",") if c.strip()]
+        table = group_best(trials, columns, args.by)
     else:
         table = rank_trials(trials, args.by)
     if args.top:

@@ -113,12 +113,8 @@ def accuracy_vs_time_png(
     ax.step(times[front][order], scores[front][order], where="post", color="black",
             linewidth=1, linestyle="--", label="Pareto front (faster and more accurate)")
     best = int(np.argmax(scores))
-    ax.scatter([times[best]], [scores[best]], marker="*", s=260, color="gold", edgecolor="black", zorder=5)
-    ax.annotate(
-        f"best: {groups.iloc[best]} trial {done['trial_id'].iloc[best]}\n"
-        f"{scores[best]:.4f}, {times[best]:.1f} s",
-        (times[best], scores[best]), xytext=(10, -28), textcoords="offset points", fontsize=9,
-    )
+    best_name = f"{groups.iloc[best]} trial {done['trial_id'].iloc[best]}"
+    _mark_best(ax, times[best], scores[best], best_name)
     if times.max() / times.min() > 20:
         ax.set_xscale("log")
     ax.set_xlabel(_label("train_time_s") + (", log scale" if ax.get_xscale() == "log" else ""))
@@ -127,6 +123,13 @@ def accuracy_vs_time_png(
     ax.legend(fontsize=8, title=" / ".join(group_by), loc="best")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def _mark_best(ax, seconds: float, score: float, name: str) -> None:
+    """A gold star on the best trial, with its name, score and training time."""
+    ax.scatter([seconds], [score], marker="*", s=260, color="gold", edgecolor="black", zorder=5)
+    ax.annotate(f"best: {name}\n{score:.4f}, {seconds:.1f} s", (seconds, score), xytext=(10, -28),
+                textcoords="offset points", fontsize=9)
 
 
 def _colours(groups: Sequence[str]) -> dict[str, tuple]:
@@ -197,13 +200,17 @@ def isolation_png(
     columns = varying_columns(done, columns)
     title = f"Isolation plots: {_label(metric)} per hyperparameter value"
     if not columns:
-        return _message_png(path, title, "no finished trials, or no hyperparameter took more than one value")
+        return _message_png(
+            path, title, "no finished trials, or no hyperparameter took more than one value"
+        )
     ncols = min(3, len(columns))
     nrows = math.ceil(len(columns) / ncols)
     fig = _figure(4.3 * ncols, 3.3 * nrows + 0.6)
     for index, column in enumerate(columns):
         _isolation_axis(fig.add_subplot(nrows, ncols, index + 1), done, column, metric)
-    fig.suptitle(f"{title}\n(grey: each of {len(done)} finished trials; red star: best trial per value)")
+    fig.suptitle(
+        f"{title}\n(grey: each of {len(done)} finished trials; red star: best trial per value)"
+    )
     return _save(fig, path)
 
 
@@ -225,10 +232,12 @@ def learning_curves_png(histories: Mapping[str, pd.DataFrame], path: str | os.Pa
     colours = _colours(list(histories))
     for label, history in histories.items():
         for ax, key in zip(axes, ("accuracy", "loss")):
-            for column, style, suffix in ((f"val_{key}", "-", "validation"), (key, "--", "training")):
+            for column, style, split in (
+                (f"val_{key}", "-", "validation"), (key, "--", "training")
+            ):
                 if column in history and history[column].notna().any():
                     ax.plot(history.index, history[column], style, marker="o", markersize=3,
-                            color=colours[label], label=f"{label} ({suffix})")
+                            color=colours[label], label=f"{label} ({split})")
     axes[0].set_ylabel("accuracy (fraction correct)")
     axes[1].set_ylabel("loss (cross-entropy, nats)")
     for ax, name in zip(axes, ("Accuracy", "Loss")):
@@ -259,7 +268,12 @@ def confusion_counts(y_true, y_pred, n_classes: int | None = None) -> np.ndarray
 
 
 def confusion_matrix_png(
-    y_true, y_pred, path: str | os.PathLike, class_names: Sequence[str] | None = None, *, split: str = "test"
+    y_true,
+    y_pred,
+    path: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    *,
+    split: str = "test",
 ) -> Path:
     """Confusion matrix of predicted against true classes, counts written in every cell.
 
@@ -320,14 +334,18 @@ def misclassified_png(
     wrong = np.flatnonzero(y_true != y_pred)
     title = f"Misclassified {split} images"
     if len(wrong) == 0:
-        return _message_png(path, title, f"none: all {len(y_true)} {split} images were classified correctly")
+        return _message_png(
+            path, title, f"none: all {len(y_true)} {split} images were classified correctly"
+        )
     shown = wrong[:max_images]
     titles = [f"true {y_true[i]} / pred {y_pred[i]}" for i in shown]
     return _image_grid(np.asarray(images)[shown], titles, path,
                        f"{title}: {len(shown)} of {len(wrong)} shown ({len(y_true)} images in all)")
 
 
-def samples_png(images, labels, path: str | os.PathLike, n: int = 9, *, split: str = "training") -> Path:
+def samples_png(
+    images, labels, path: str | os.PathLike, n: int = 9, *, split: str = "training"
+) -> Path:
     """Grid (3x3 for n=9) of the first `n` images with their labels.
 
     Args:
@@ -335,7 +353,8 @@ def samples_png(images, labels, path: str | os.PathLike, n: int = 9, *, split: s
         labels: class ids or one-hot rows.
     """
     images, labels = np.asarray(images)[:n], _as_class_ids(labels)[:n]
-    return _image_grid(images, [f"label {label}" for label in labels], path, f"Sample {split} images")
+    titles = [f"label {label}" for label in labels]
+    return _image_grid(images, titles, path, f"Sample {split} images")
 
 
 def _importance_levels(values: pd.Series) -> pd.Series:
@@ -404,7 +423,8 @@ def importance_png(
     ax = fig.add_subplot()
     ax.barh(importance.index[::-1], importance.to_numpy()[::-1], color="tab:blue")
     ax.set_xlim(0, max(0.05, float(importance.max()) * 1.1))
-    ax.set_xlabel(f"share of {_label(metric).split(' (')[0]} variance explained (epsilon², bias-corrected)")
+    metric_name = _label(metric).split(" (")[0]
+    ax.set_xlabel(f"share of {metric_name} variance explained (epsilon², bias-corrected)")
     ax.set_ylabel("hyperparameter")
     ax.set_title(f"{title}: first-order variance decomposition (epsilon²)\n"
                  f"{len(done)} finished trials; main effects only, interactions not separated")

@@ -29,14 +29,14 @@ logger = logging.getLogger(__name__)
 REPORT_NAME = "report.html"
 LEADERBOARD_ROWS = 50
 PLOT_CAPTIONS = {
-    "accuracy_vs_time": "Validation accuracy against training time per trial; the dashed line is the "
-    "Pareto front (no other trial is both faster and more accurate), the star the best trial.",
+    "accuracy_vs_time": "Validation accuracy against training time per trial; the dashed line is "
+    "the Pareto front (no other trial is both faster and more accurate), the star the best trial.",
     "isolation": "Isolation plots: for each hyperparameter that took more than one value, every "
     "finished trial (grey) and the best trial per value (red).",
     "learning_curves": "Per-epoch accuracy and loss of the best trials (solid: validation, "
     "dashed: training).",
-    "importance": "Hyperparameter importance: share of the validation-accuracy variance explained by "
-    "each hyperparameter's marginal means (bias-corrected, main effects only).",
+    "importance": "Hyperparameter importance: share of the validation-accuracy variance explained "
+    "by each hyperparameter's marginal means (bias-corrected, main effects only).",
 }
 GROUP_COLUMNS = [
     "model", "activation", "n_trials", "n_finished", "val_accuracy", "val_accuracy_min",
@@ -46,7 +46,8 @@ FAILED_COLUMNS = ["model", "activation", "trial_id", "status", "failure_reason",
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
 h1 { margin-bottom: 0.2em; } .meta { color: #666; font-size: 0.9em; }
-.headline { font-size: 1.15em; background: #f3f7ff; border-left: 4px solid #3465a4; padding: 0.8em 1em; }
+.headline { font-size: 1.15em; background: #f3f7ff; border-left: 4px solid #3465a4;
+            padding: 0.8em 1em; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-space: nowrap; }
@@ -210,11 +211,14 @@ def build_report(
     Raises:
         ResultsError: unknown store, experiment or sweep; or the report could not be written.
     """
-    trials = leaderboard.load_trials(tracking_uri, experiment, parent_run_ids=parent_run_ids, sweep=sweep)
+    trials = leaderboard.load_trials(
+        tracking_uri, experiment, parent_run_ids=parent_run_ids, sweep=sweep
+    )
     client, _ = leaderboard.open_store(tracking_uri, experiment)
     written = write_plots_and_report(trials, client, sweep_dir, experiment, tracking_uri)
     if "report" not in written:
-        raise ResultsError(f"could not write {Path(sweep_dir) / REPORT_NAME} (see the warning above)")
+        target = Path(sweep_dir) / REPORT_NAME
+        raise ResultsError(f"could not write {target} (see the warning above)")
     return written["report"]
 
 
@@ -223,15 +227,20 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m vggsweep.report",
         description="Rebuild report.html of a sweep from what MLflow recorded.",
     )
-    parser.add_argument("--sweep-dir", required=True, help="the Hydra sweep directory (report.html goes there)")
+    parser.add_argument(
+        "--sweep-dir", required=True, help="the Hydra sweep directory (report.html goes there)"
+    )
     parser.add_argument("--experiment", required=True, help="MLflow experiment name")
-    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db")
+    parser.add_argument("--tracking-uri", help=leaderboard.TRACKING_URI_HELP)
     return parser
 
 
 def _report_main(args: argparse.Namespace) -> int:
     if not Path(args.sweep_dir).is_dir():
-        raise ResultsError(f"--sweep-dir {args.sweep_dir!r} is not a directory; pass the Hydra sweep dir, e.g. multirun/<date>/<time>")
+        raise ResultsError(
+            f"--sweep-dir {args.sweep_dir!r} is not a directory; "
+            "pass the Hydra sweep dir, e.g. multirun/<date>/<time>"
+        )
     tracking_uri = args.tracking_uri or leaderboard.default_tracking_uri()
     path = build_report(args.sweep_dir, tracking_uri, args.experiment, sweep=args.sweep_dir)
     print(path)

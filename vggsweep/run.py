@@ -42,6 +42,7 @@ class JobResult:
     best_val_accuracy: float | None = None
     best_test_accuracy: float | None = None
     sweep_dir: str | None = None
+    overrides: str = ""
     tracking_uri: str | None = None
     experiment: str | None = None
 
@@ -116,6 +117,7 @@ def task(cfg) -> JobResult:
         result = JobResult(str(context.get("model_name") or cfg.model.family), "failed",
                            f"{type(error).__name__}: {error}")
     result.sweep_dir = context.get("sweep_dir")
+    result.overrides = context.get("overrides", "")
     result.tracking_uri = resolve_uri(cfg.tracking.uri)
     result.experiment = cfg.experiment
     RESULTS.append(result)

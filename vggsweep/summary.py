@@ -48,6 +48,15 @@ def summarize(overrides: list[str]) -> str:
     Raises:
         config.ConfigError: bad overrides or a model that cannot be built (one line).
     """
+    try:
+        jobs = config.expand_sweep(list(overrides))
+    except Exception:  # noqa: BLE001 - a parse error is reported by compose, in one line
+        jobs = [overrides]
+    if len(jobs) > 1:
+        raise config.ConfigError(
+            f"the summary shows one model, but these overrides sweep {len(jobs)} combinations; "
+            "give one value per key"
+        )
     cfg = config.compose(overrides)
     config.validate(cfg)
     family, image_size = cfg.model.family, cfg.data.image_size

@@ -72,9 +72,11 @@ def fit(model, splits, *, epochs: int, batch_size: int, patience: int | None = N
     ).history
     train_time_s = time.perf_counter() - start
     losses = history.get("loss", [])
-    bad = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
-    if bad is not None:
-        raise NonFiniteLoss(f"loss became {losses[bad]} at epoch {initial_epoch + bad + 1}")
+    for key in ("loss", "val_loss"):
+        bad = next((i for i, v in enumerate(history.get(key, [])) if not math.isfinite(v)), None)
+        if bad is not None:
+            raise NonFiniteLoss(f"{key} became {history[key][bad]} at epoch "
+                                f"{initial_epoch + bad + 1}: training diverged")
     epochs_run = len(losses)
     val = history.get("val_accuracy", [0.0])
     return FitResult(
@@ -147,6 +149,6 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Checks the loss once per epoch (a per-batch check would slow every step)."""
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
+        logs = logs or {}
+        if any(not math.isfinite(logs[k]) for k in ("loss", "val_loss") if k in logs):
             self.model.stop_training = True

@@ -90,7 +90,8 @@ def check_geometry(family: str, params: Mapping, image_size: int
     """
     if not (blocks.is_int(image_size) and image_size >= 1):
         raise ModelConfigError(f"data.image_size={image_size!r} must be a positive integer")
-    plan = _PLANS[family](resolve(family, params), image_size) if _builder(family) else []
+    _builder(family)  # raises the one-line error for an unknown family
+    plan = _PLANS[family](resolve(family, params), image_size)
     return [(block.name, block.shape) for block in plan]
 
 

@@ -1,4 +1,4 @@
-"""S4's multilayer perceptron: Flatten -> [Dense(hidden_units) -> Dropout] x hidden_layers -> logits.
+"""S4's multilayer perceptron: Flatten -> [Dense -> Dropout] x hidden_layers -> logits.
 
 784-500-10 has 397,510 parameters. S4's learning-rate decay and moving average of the weights are
 optimizer settings (the optimizer config), not part of the model.

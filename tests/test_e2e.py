@@ -1,0 +1,86 @@
+"""The product's main path, end to end: a real multirun in a subprocess, read back from MLflow."""
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from vggsweep import leaderboard
+
+SWEEP = ["-m", "model=cnn,mlp", "activation=relu,tanh", "data=digits", "budget=smoke",
+         "data.train_samples=200", "data.test_samples=100", "experiment=e2e"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e")
+    result = run_cli(SWEEP, home, timeout=420)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return home, result
+
+
+def _runs(home):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("vggsweep.role") == "job"]
+    children = [r for r in runs if r.data.tags.get("vggsweep.role") == "trial"]
+    return parents, children
+
+
+def test_one_parent_per_job_with_finished_tracked_trials(sweep):
+    home, _ = sweep
+    parents, children = _runs(home)
+    assert len(parents) == 4
+    assert {(p.data.tags["model"], p.data.tags["activation"]) for p in parents} == {
+        ("cnn", "relu"), ("cnn", "tanh"), ("mlp", "relu"), ("mlp", "tanh")}
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        for tag in ("git_commit", "keras_backend", "vggsweep.overrides", "vggsweep.job_key"):
+            assert parent.data.tags.get(tag), tag
+        mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        assert len(mine) == 2
+        for child in mine:
+            assert child.info.status == "FINISHED"
+            metrics = child.data.metrics
+            assert metrics["train_time_s"] > 0 and metrics["param_count"] > 0
+            assert 0 < metrics["val_accuracy"] <= 1 and 0 < metrics["test_accuracy"] <= 1
+            assert child.data.params["activation"] == parent.data.tags["activation"]
+            assert {"learning_rate", "dropout", "seed"} <= set(child.data.params)
+
+
+def test_per_epoch_curves_and_best_model_are_logged(sweep):
+    import mlflow
+
+    home, _ = sweep
+    parents, children = _runs(home)
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    history = client.get_metric_history(children[0].info.run_id, "loss")
+    assert len(history) == 1 and history[0].step == 0  # one epoch: one point, per epoch
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"best_model", "config.yaml"} <= artifacts
+
+
+def test_leaderboard_csv_has_one_row_per_trial_and_the_cli_reproduces_it(sweep):
+    home, result = sweep
+    [csv] = list((home / "multirun").glob("*/*/leaderboard.csv"))
+    table = pd.read_csv(csv)
+    assert len(table) == 8
+    assert list(table["val_accuracy"]) == sorted(table["val_accuracy"], reverse=True)
+    assert {"model", "activation", "val_accuracy", "test_accuracy", "train_time_s",
+            "param_count", "status", "run_id"} <= set(table.columns)
+    rebuilt = run_cli(["--experiment", "e2e", "--out", str(home / "again.csv")], home,
+                      module="vggsweep.leaderboard")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    again = pd.read_csv(home / "again.csv")
+    assert list(again["run_id"]) == list(table["run_id"])
+    assert (csv.parent / "report.html").is_file()
+
+
+def test_tuner_state_lives_outside_the_hydra_output_dirs(sweep):
+    home, _ = sweep
+    projects = list((home / "tuner_state").iterdir())
+    assert len(projects) == 4
+    assert all(len(list(p.glob("best_model.keras"))) == 1 for p in projects)
+    assert not list(home.glob("tuner_state/*/trial_*/*.weights.h5"))  # only the best is kept

@@ -1,0 +1,74 @@
+"""Failures: a diverging or raising trial is recorded and the search goes on; a job with no
+completed trial fails with '0/N trials completed' while the other jobs of the multirun run."""
+
+import mlflow
+import pytest
+
+from conftest import run_cli
+from vggsweep import config, run, training
+
+TINY = ["model=mlp", "activation=relu", "data=digits", "budget=smoke", "data.train_samples=100",
+        "data.test_samples=50", "model.hidden_units=32", "model.hidden_layers=1"]
+
+
+def _children(home, experiment, status=None):
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("vggsweep.role") == "trial"
+            and (status is None or r.info.status == status)]
+
+
+def test_a_raising_trial_is_failed_with_its_reason_and_the_search_goes_on(isolated, monkeypatch):
+    real_fit, calls = training.fit, []
+
+    def flaky_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("simulated out-of-memory")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(training, "fit", flaky_fit)
+    cfg = config.compose([*TINY, "experiment=flaky", "budget.max_trials=2"])
+    result = run.run_job(cfg)
+    assert result.status == "completed" and (result.completed, result.failed) == (1, 1)
+    [failed] = _children(isolated, "flaky", "FAILED")
+    assert "simulated out-of-memory" in failed.data.tags["vggsweep.failure_reason"]
+    assert len(_children(isolated, "flaky", "FINISHED")) == 1
+
+
+def test_a_diverging_job_fails_while_the_other_jobs_run(isolated):
+    result = run_cli(["-m", *TINY, "experiment=diverge", "optimizer=sgd",
+                      "optimizer.learning_rate=1e12,0.05"], isolated, timeout=300)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "0/2 trials completed" in result.stderr
+    assert "1/2 jobs failed" in result.stderr
+    failed = _children(isolated, "diverge", "FAILED")
+    assert len(failed) == 2
+    assert all("loss became" in r.data.tags["vggsweep.failure_reason"] for r in failed)
+    assert len(_children(isolated, "diverge", "FINISHED")) == 2  # the healthy job still ran
+    client = mlflow.MlflowClient(f"sqlite:///{isolated / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("diverge")
+    runs = client.search_runs([exp.experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    parents = {r.data.tags.get("vggsweep.overrides"): r for r in runs
+               if r.data.tags.get("vggsweep.role") == "job"}
+    bad = next(r for k, r in parents.items() if "0.05" not in k)
+    assert bad.info.status == "FAILED"
+    assert bad.data.tags["vggsweep.failure_reason"].startswith("0/2 trials completed")
+    assert list(isolated.glob("multirun/*/*/leaderboard.csv"))  # written although a job failed
+
+
+def test_every_run_ends_even_when_the_job_raises(isolated, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "fit", broken)
+    cfg = config.compose([*TINY, "experiment=interrupted"])
+    with pytest.raises(KeyboardInterrupt):
+        run.run_job(cfg)
+    client = mlflow.MlflowClient(f"sqlite:///{isolated / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("interrupted")
+    statuses = {r.data.tags["vggsweep.role"]: r.info.status
+                for r in client.search_runs([exp.experiment_id])}
+    assert statuses == {"job": "KILLED", "trial": "KILLED"}
