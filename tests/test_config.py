@@ -107,3 +107,31 @@ def test_installed_package_finds_its_configs():
     text = (ROOT / "pyproject.toml").read_text()
     assert '"vggsweep.conf" = "conf"' in text and '"vggsweep.sweeps" = "sweeps"' in text
     assert (config.CONF_DIR / "config.yaml").is_file()
+
+
+def test_a_regular_install_finds_its_configs_from_another_directory(tmp_path):
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         str(ROOT), "-w", str(tmp_path / "wheel")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = list((tmp_path / "wheel").glob("vggsweep-*.whl"))
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**cli_env(elsewhere), "PYTHONPATH": str(site)}
+    result = subprocess.run(
+        [sys.executable, "-m", "vggsweep", "--cfg", "job", "study=grid64"], cwd=elsewhere,
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "experiment: grid64" in result.stdout
+    located = subprocess.run(
+        [sys.executable, "-c", "import vggsweep.config as c; print(c.CONF_DIR)"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert located.stdout.strip().startswith(str(site)), located.stdout + located.stderr

@@ -228,8 +228,9 @@ def test_quasi_random_continues_its_sequence_after_reload(tmp_path):
     assert sorted(again.trials) == sorted(f"{i:02d}" for i in range(8))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("name", ["random", "quasi_random"])
-def test_seed_zero_proposes_the_same_points_every_time(name, tmp_path):
+def test_a_seed_proposes_the_same_points_every_time(name, seed, tmp_path):
     """`seed: 0` (the default) seeds the tuner like any other seed: two fresh searches with the
     same seed propose the same hyperparameters."""
     from omegaconf import OmegaConf
@@ -238,7 +239,7 @@ def test_seed_zero_proposes_the_same_points_every_time(name, tmp_path):
     budget = OmegaConf.create({"max_trials": 5})
     proposals = []
     for attempt in range(2):
-        oracle = tuning.make_oracle(tuner_cfg, budget, seed=0)
+        oracle = tuning.make_oracle(tuner_cfg, budget, seed=seed)
         oracle._set_project_dir(str(tmp_path / str(attempt)), "p")
         oracle.update_space(_space())
         proposals.append(_run_trials(oracle, 3))

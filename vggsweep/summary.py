@@ -42,21 +42,27 @@ def describe_point(params: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in params.items())
 
 
+def check_one_job(overrides: list[str]) -> None:
+    """Refuses sweep syntax (`model=vgg16,cnn`) and unparsable overrides, in one line."""
+    try:
+        jobs = config.expand_sweep(list(overrides))
+    except Exception as error:  # noqa: BLE001 - Hydra's parse errors span several lines
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise config.ConfigError(f"cannot parse the overrides {overrides}: {first_line}") from None
+    if len(jobs) > 1:
+        raise config.ConfigError(
+            f"the summary shows one model, but these overrides sweep {len(jobs)} combinations; "
+            "give one value per key"
+        )
+
+
 def summarize(overrides: list[str]) -> str:
     """Composes and checks the config, builds the model, and returns the lines after its summary.
 
     Raises:
         config.ConfigError: bad overrides or a model that cannot be built (one line).
     """
-    try:
-        jobs = config.expand_sweep(list(overrides))
-    except Exception:  # noqa: BLE001 - a parse error is reported by compose, in one line
-        jobs = [overrides]
-    if len(jobs) > 1:
-        raise config.ConfigError(
-            f"the summary shows one model, but these overrides sweep {len(jobs)} combinations; "
-            "give one value per key"
-        )
+    check_one_job(overrides)
     cfg = config.compose(overrides)
     config.validate(cfg)
     family, image_size = cfg.model.family, cfg.data.image_size
