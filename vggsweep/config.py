@@ -126,7 +126,12 @@ def explain_composition_error(error: BaseException, overrides: list[str] = ()) -
     if unknown:
         key = unknown.group(1)
         return f"{key} is not a known key; valid: {', '.join(_valid_keys(key, overrides))}"
-    lines = [str(c).strip().splitlines()[0] for c in chain if str(c).strip()]
+    lines = [str(c).strip().splitlines()[0] for c in chain
+             if str(c).strip() and str(c).strip() != "None"]
+    from hydra.errors import OverrideParseException
+
+    if isinstance(error, OverrideParseException):
+        return f"cannot parse the overrides {' '.join(overrides)}: {first}"
     reason = next((ln for ln in lines if "could not be converted" in ln), lines[-1] if lines else first)
     head = re.match(r"Error merging override (\S+)", first)
     return f"{head.group(1)}: {reason}" if head else reason
@@ -148,7 +153,13 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     """Expands sweep overrides (`model=vgg16,cnn`) into the list of per-job override lists."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as error:
+        message = str(error).strip().splitlines()[0]
+        raise ConfigError(f"cannot parse the overrides {' '.join(overrides)}: {message}") from None
     choices = []
     for override in parsed:
         if override.is_sweep_override():
