@@ -63,6 +63,19 @@ def test_varying_columns_skip_constants(trials):
     assert not {"epochs", "seed", "batch_size", "pool_size"} & set(columns)
 
 
+@pytest.mark.parametrize(
+    ("values", "continuous"),
+    [
+        (pd.Series([1e-4, 2e-4, 5e-4, 1e-3, 3e-3, 1e-2]), True),  # a sampled learning rate
+        (pd.Series([0.0, 0.25, 0.5, 0.25]), False),  # a few dropout choices
+        (pd.Series([16, 32, 64, 128, 256, 512], dtype="Int64"), False),  # filter choices
+        (pd.Series([True, False] * 5, dtype="boolean"), False),
+    ],
+)
+def test_which_hyperparameters_get_a_numeric_axis(values, continuous):
+    assert plots._is_continuous(values) is continuous
+
+
 def test_learning_curves_from_mlflow_histories(sweep, trials, tmp_path):
     from mlflow import MlflowClient
 

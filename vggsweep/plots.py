@@ -28,7 +28,8 @@ METRIC_LABELS = {
     "train_time_s": "training time per trial (s)",
 }
 MIN_TRIALS_FOR_IMPORTANCE = 4
-MAX_CATEGORIES = 8  # a numeric hyperparameter with more distinct values is drawn as continuous
+MAX_CATEGORIES = 8  # an integer hyperparameter with more distinct values is drawn as continuous
+MAX_FLOAT_CATEGORIES = 4  # the same for floats (a searched float rarely repeats a value)
 IMPORTANCE_BINS = 4  # quantile bins for continuous hyperparameters in the variance decomposition
 LEARNING_CURVES_TOP_K = 5
 
@@ -147,8 +148,11 @@ def varying_columns(trials: pd.DataFrame, candidates: Sequence[str] | None = Non
 
 
 def _is_continuous(values: pd.Series) -> bool:
-    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    return numeric and values.nunique(dropna=True) > MAX_CATEGORIES
+    """Numbers with many distinct values (sampled floats like `learning_rate`) get a real x axis."""
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    limit = MAX_FLOAT_CATEGORIES if pd.api.types.is_float_dtype(values) else MAX_CATEGORIES
+    return values.nunique(dropna=True) > limit
 
 
 def _isolation_axis(ax, done: pd.DataFrame, column: str, metric: str) -> None:
@@ -240,7 +244,9 @@ def learning_curves_png(histories: Mapping[str, pd.DataFrame], path: str | os.Pa
                             color=colours[label], label=f"{label} ({split})")
     axes[0].set_ylabel("accuracy (fraction correct)")
     axes[1].set_ylabel("loss (cross-entropy, nats)")
+    last_epoch = max(int(h.index.max()) for h in histories.values())
     for ax, name in zip(axes, ("Accuracy", "Loss")):
+        ax.set_xlim(-0.5, max(last_epoch, 1) + 0.5)  # a one-epoch run still gets integer ticks
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (0 = first)")
         ax.set_title(f"{name} per epoch")
