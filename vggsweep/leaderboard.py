@@ -32,9 +32,13 @@ METRIC_COLUMNS = ["val_accuracy", "test_accuracy", "train_time_s", "param_count"
 TAIL_COLUMNS = ["status", "failure_reason", "trial_id", "run_id", "parent_run_id", "job"]
 # The contract's other final trial metrics, appended after the columns above.
 EXTRA_METRIC_COLUMNS = ["test_loss", "test_nll", "test_ece", "best_epoch", "images_per_s"]
+# Written on a trial run by `python -m vggsweep.confidence` (retraining with several seeds).
+CONFIDENCE_COLUMNS = ["test_accuracy_mean", "test_accuracy_ci95", "train_time_s_mean",
+                      "train_time_s_ci95", "confidence_seeds"]
+EXTRA_METRIC_COLUMNS += CONFIDENCE_COLUMNS
 ALL_METRICS = METRIC_COLUMNS + EXTRA_METRIC_COLUMNS
 FIXED_COLUMNS = LEAD_COLUMNS + METRIC_COLUMNS + TAIL_COLUMNS + EXTRA_METRIC_COLUMNS
-INTEGER_METRICS = {"param_count", "epochs_run", "best_epoch"}
+INTEGER_METRICS = {"param_count", "epochs_run", "best_epoch", "confidence_seeds"}
 LOWER_IS_BETTER = {"train_time_s", "param_count", "test_loss", "test_nll", "test_ece"}
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -576,8 +580,21 @@ def _positive_int(text: str) -> int:
 
 
 def _console_view(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Drops the secondary metric columns from the console (the file output keeps them)."""
-    return table.drop(columns=[c for c in EXTRA_METRIC_COLUMNS if c != metric and c in table])
+    """Keeps the console readable: no secondary metrics (unless measured, e.g. confidence), no
+    hyperparameter that is the same in every row, no job and parent columns. The file output
+    keeps every column."""
+    drop = [c for c in EXTRA_METRIC_COLUMNS if c != metric and c in table
+            and (c not in CONFIDENCE_COLUMNS or table[c].isna().all())]
+    if len(table) > 1:
+        drop += [c for c in hyperparameter_columns(table)
+                 if not c.startswith("n_") and not c.endswith(("_min", "_max", "_std"))
+                 and table[c].astype("string").nunique(dropna=False) <= 1]
+    drop += [c for c in ("parent_run_id", "job") if c in table]
+    reasons = table["failure_reason"].astype("string").fillna("") if "failure_reason" in table \
+        else None
+    if reasons is not None and reasons.str.strip().isin(["", "None", "nan", "<NA>"]).all():
+        drop.append("failure_reason")
+    return table.drop(columns=sorted(set(drop) - {"model", "activation"}))
 
 
 def _leaderboard_main(args: argparse.Namespace) -> int:
