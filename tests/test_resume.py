@@ -154,6 +154,8 @@ def resumed(tmp_path_factory):
     """Starts a 3-trial job, SIGKILLs it while trial 2 trains, reruns the same command; records
     MLflow right after the kill and right after the rerun."""
     home = tmp_path_factory.mktemp("resume")
+    # Right after "trial 1/3 done", once trial 2 has opened its MLflow run and is training (its
+    # first epoch line): the kill then always lands while trial 2 is running.
     killed = interrupt(home, RESUME, ["trial 1/3 done", "trial 2/3 started", "epoch 1/3"],
                        signal.SIGKILL)
     after_kill = runs(home, "resume")

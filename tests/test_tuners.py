@@ -107,8 +107,8 @@ def searched_values(r) -> tuple:
 TUNER_CASES = {
     "random": [],
     "grid": [],
-    # one random point, then the Gaussian process proposes the next two
-    "bayesian": ["budget.max_trials=3", "tuner.num_initial_points=1"],
+    # one random point, then the Gaussian process proposes the next one
+    "bayesian": ["tuner.num_initial_points=1"],
     # max 2 epochs, factor 2: a bracket of 1-epoch trials whose best is promoted to 2 epochs
     "hyperband": ["budget.epochs=2", "tuner.factor=2"],
     "quasi_random": [],
@@ -138,20 +138,6 @@ def test_every_tuner_runs_a_tiny_job(name, home, store):
         # the per-trial weights Hyperband resumes from are pruned at the end of the search
         assert not list(project_dir(cfg).rglob(tuning.CHECKPOINT))
     assert (project_dir(cfg) / tuning.BEST_MODEL).is_file()
-
-
-def test_grid_visits_distinct_points_of_a_finite_space(home, store):
-    """GridSearch visits distinct points of a finite space (here: 2 x 3 x 2 points)."""
-    experiment = "tuner-grid-finite"
-    cfg = compose(home, store, experiment, "tuner=grid", "tracking.log_model=false",
-                  "budget.max_trials=3", "model.dropout=0.0", "model.l2=0.0",
-                  "optimizer.learning_rate=0.001",
-                  "model.hidden_units={choice:[16,32,64]}", "model.hidden_layers={choice:[1,2]}")
-    result = run.run_job(cfg)
-    runs = assert_completed_job(result, store, experiment, 3)
-    points = {(r.data.params["hidden_layers"], r.data.params["hidden_units"]) for r in runs}
-    assert len(points) == 3
-    assert all(units in {"16", "32", "64"} for _, units in points)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,9 +304,13 @@ def test_only_the_best_model_is_kept_and_loads_safely(finished, store):
 
     # the kept model is the best trial's, and it was logged on the parent run
     runs = children(store, finished["experiment"], finished["result"].parent_run_id)
-    best_run = max(runs, key=lambda r: r.data.metrics["val_accuracy"])
+    best_score = max(r.data.metrics["val_accuracy"] for r in runs)
     best = json.loads((project / "best.json").read_text())
-    assert best["trial_id"] == best_run.data.tags[TRIAL_ID]
+    kept = next(r for r in runs if r.data.tags[TRIAL_ID] == best["trial_id"])
+    assert kept.data.metrics["val_accuracy"] == pytest.approx(best_score)  # ties keep the first
+    first_best = min(int(r.data.tags[TRIAL_ID]) for r in runs
+                     if r.data.metrics["val_accuracy"] == pytest.approx(best_score))
+    assert int(best["trial_id"]) == first_best
     logged = client(store).list_artifacts(finished["result"].parent_run_id, "best_model")
     assert [Path(a.path).name for a in logged] == [tuning.BEST_MODEL]
 

@@ -48,7 +48,12 @@ def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
 
 
 def main() -> None:
+    import logging
+
     argv = sys.argv[1:]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     inspect_only = config_module.is_inspect_only(argv)
     if not inspect_only:
         try:

@@ -64,6 +64,8 @@ class JobContext:
 
 #: Results of the jobs run in this process, read by the entry point at the end of the sweep.
 RESULTS: list[JobResult] = []
+#: The parent run of the job running now (for the record of an interrupted job).
+ACTIVE_PARENT: dict = {}
 
 
 def job_key(cfg, tracking_uri: str) -> str:
@@ -112,6 +114,14 @@ def task(cfg) -> JobResult:
         result = run_job(cfg, **context)
     except ConfigError as error:
         raise Abort(str(error)) from None
+    except KeyboardInterrupt:
+        # The leaderboard written on the way out still lists what this job finished.
+        RESULTS.append(JobResult(
+            str(context.get("model_name") or cfg.model.family), "killed", "interrupted",
+            ACTIVE_PARENT.get("id"), sweep_dir=context.get("sweep_dir"),
+            overrides=context.get("overrides", ""), tracking_uri=resolve_uri(cfg.tracking.uri),
+            experiment=cfg.experiment))
+        raise
     except Exception as error:  # noqa: BLE001 - a bug in one job must not stop the others
         traceback.print_exc()
         result = JobResult(str(context.get("model_name") or cfg.model.family), "failed",
@@ -152,7 +162,14 @@ def run_job(cfg, *, model_name: str | None = None, overrides: str = "",
                                None if cfg.tuner.name == "hyperband" else cfg.budget.max_trials,
                                verbose=cfg.verbose)
     report.note(f"data {splits.source}: {splits.sizes()}; tracking {uri}; job key {key}")
+    from vggsweep import tuning
+
+    # Saved tuner state is checked (and discarded when fresh) before any MLflow run opens.
+    tuning.prepare_project(_project_dir(cfg, key), cfg.tuner.fresh)
     with tracker.parent_run(run_name=name):
+        ACTIVE_PARENT["id"] = tracker.parent_id
+        if cfg.tuner.fresh:
+            tracker.supersede_all("superseded: tuner.fresh=true started this job over")
         tracker.mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         result = _search(cfg, splits, tracker, report, key, name)
     return result
@@ -170,7 +187,7 @@ def _search(cfg, splits, tracker, report, key: str, name: str) -> JobResult:
     )
     started = time.perf_counter()
     hypermodel = tuning.SweepHyperModel(cfg, splits.x_train.shape[1:], splits.num_classes)
-    tuner = tuning.make_tuner(context, hypermodel, _project_dir(cfg, key), cfg.tuner.fresh)
+    tuner = tuning.make_tuner(context, hypermodel, _project_dir(cfg, key), fresh=False)
     tuner.search(splits, verbose=0)  # keras-tuner's own display off: Progress prints lines
     tuner.prune_checkpoints()
     counts = tracker.trial_counts()

@@ -168,7 +168,7 @@ def spec_values(spec: Mapping) -> list | None:
 def split(params: Mapping) -> tuple[dict, dict]:
     """Splits a config subtree into (fixed values, search specs)."""
     fixed, specs = {}, {}
-    for name, value in _plain(dict(params)).items():
+    for name, value in dict(_plain(params)).items():
         if is_spec(value):
             specs[name] = check_spec(name, value)
         else:

@@ -167,6 +167,13 @@ class JobTracker:
         return self.client.search_runs([self.experiment_id], filter_string=query,
                                        max_results=5000)
 
+    def supersede_all(self, reason: str) -> None:
+        """Marks every earlier trial run of this job KILLED (the search starts over)."""
+        for run in self._children():
+            if run.info.status != "KILLED":
+                self.client.set_tag(run.info.run_id, FAILURE_REASON, reason)
+                self.client.set_terminated(run.info.run_id, "KILLED")
+
     def supersede(self, trial_id: str) -> None:
         """Marks earlier runs of a trial that is about to run again as KILLED (no duplicates)."""
         for run in self._children(f"tags.`{TRIAL_ID}` = '{trial_id}'"):

@@ -38,11 +38,16 @@ def atomic_write_json(path: str, obj) -> str:
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return text
 
 
@@ -115,7 +120,15 @@ class QuasiRandomOracle(AtomicStateMixin, kt.Oracle):
 
 
 def make_oracle(tuner_cfg, budget_cfg, seed: int):
-    """The oracle named by `tuner.name`; a failed trial never aborts the search."""
+    """The oracle named by `tuner.name`, seeded with `seed`; a failed trial never aborts the
+    search."""
+    oracle = _new_oracle(tuner_cfg, budget_cfg, seed)
+    # keras-tuner replaces a falsy seed (our default, 0) by a random one: set it back.
+    oracle.seed = oracle._seed_state = seed
+    return oracle
+
+
+def _new_oracle(tuner_cfg, budget_cfg, seed: int):
     common = {"objective": OBJECTIVE, "seed": seed,
               "max_consecutive_failed_trials": budget_cfg.max_trials + 1}
     name = tuner_cfg.name
@@ -208,8 +221,9 @@ class SweepTuner(kt.Tuner):
         limit = self.job.budget.time_limit_s
         if limit and time.perf_counter() - self.search_started > limit:
             # No new trial starts: create_trial() answers STOPPED once max_trials is reached.
-            self.oracle.max_trials = len(self.oracle.trials)
-            self.job.progress.note(f"time limit of {limit:.0f}s reached: no new trial starts")
+            # keras-tuner reads max_trials=0 as "no limit": at least one trial always runs.
+            self.oracle.max_trials = max(len(self.oracle.trials), 1)
+            self.job.progress.note(f"time limit of {limit:g}s reached: no new trial starts")
 
     def on_trial_begin(self, trial):
         hps = trial.hyperparameters
@@ -305,11 +319,16 @@ class SweepTuner(kt.Tuner):
             self.job.progress.trial_failed(trial.trial_id, reason[-1] if reason else "unknown")
 
 
-def make_tuner(job, hypermodel, project_dir: Path, fresh: bool) -> SweepTuner:
-    """The job's tuner over its stable project directory (resumed unless `fresh`)."""
+def prepare_project(project_dir: Path, fresh: bool) -> None:
+    """Discards the project when `fresh`; refuses corrupt saved state with one line."""
     if fresh and project_dir.exists():
         shutil.rmtree(project_dir)
     check_state_files(project_dir)
+
+
+def make_tuner(job, hypermodel, project_dir: Path, fresh: bool) -> SweepTuner:
+    """The job's tuner over its stable project directory (resumed unless `fresh`)."""
+    prepare_project(project_dir, fresh)
     oracle = make_oracle(job.tuner_cfg, job.budget, job.seed)
     return SweepTuner(
         oracle, hypermodel, job=job, directory=str(project_dir.parent),
