@@ -76,7 +76,8 @@ def retrain(cfg, seed: int) -> dict:
                                input_shape=splits.x_train.shape[1:],
                                num_classes=splits.num_classes, image_size=cfg.data.image_size)
     optimizer = {k: v for k, v in cfg.optimizer.items()}
-    training.compile_model(model, optimizer)
+    training.compile_model(model, optimizer,
+                           training.steps_per_epoch(splits, cfg.budget.batch_size))
     fit = training.fit(model, splits, epochs=cfg.budget.epochs, batch_size=cfg.budget.batch_size,
                        patience=cfg.budget.patience, use_ema=bool(optimizer.get("ema")))
     val, _ = training.evaluate(model, splits.x_val, splits.y_val, "val")

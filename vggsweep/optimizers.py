@@ -18,11 +18,13 @@ def build_optimizer(
     beta_2: float = 0.999,
     momentum: float = 0.9,
     nesterov: bool = True,
+    decay_epochs: float = 0.0,
     decay_steps: int = 0,
     decay_rate: float = 0.96,
     staircase: bool = False,
     ema: bool = False,
     ema_momentum: float = 0.99,
+    steps_per_epoch: int | None = None,
 ):
     """Builds a Keras optimizer.
 
@@ -31,8 +33,10 @@ def build_optimizer(
         learning_rate: the initial learning rate.
         beta_1, beta_2: Adam's moment decay rates.
         momentum, nesterov: SGD's momentum.
-        decay_steps: decay the rate by `decay_rate` every `decay_steps` steps (0: constant).
-        decay_rate: the multiplier per `decay_steps`.
+        decay_epochs: decay the rate by `decay_rate` every `decay_epochs` epochs (0: off); it
+            follows the data size, unlike `decay_steps`.
+        decay_steps: decay the rate by `decay_rate` every `decay_steps` steps (0: off; S4).
+        decay_rate: the multiplier per decay period.
         staircase: decay in discrete steps (S4) instead of continuously.
         ema: keep an exponential moving average of the weights, used for evaluation (S4).
         ema_momentum: the EMA's momentum.
@@ -40,6 +44,12 @@ def build_optimizer(
     import keras
 
     rate = learning_rate
+    if decay_epochs and decay_epochs > 0:
+        if decay_steps:
+            raise ValueError("optimizer: set decay_epochs or decay_steps, not both")
+        if not steps_per_epoch:
+            raise ValueError("optimizer.decay_epochs needs the number of steps per epoch")
+        decay_steps = max(1, round(decay_epochs * steps_per_epoch))
     if decay_steps and decay_steps > 0:
         rate = keras.optimizers.schedules.ExponentialDecay(
             learning_rate, decay_steps=decay_steps, decay_rate=decay_rate, staircase=staircase
@@ -59,5 +69,5 @@ def builder_params() -> dict:
     return {
         name: types.get(param.annotation, param.annotation)
         for name, param in signature.parameters.items()
-        if name != "name"
+        if name not in ("name", "steps_per_epoch")
     }

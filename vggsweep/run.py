@@ -176,7 +176,7 @@ def run_job(cfg, *, model_name: str | None = None, overrides: str = "",
 
 
 def _search(cfg, splits, tracker, report, key: str, name: str) -> JobResult:
-    from vggsweep import tuning
+    from vggsweep import training, tuning
 
     context = JobContext(
         tracker=tracker, progress=report, seed=cfg.seed, budget=cfg.budget, tuner_cfg=cfg.tuner,
@@ -186,7 +186,8 @@ def _search(cfg, splits, tracker, report, key: str, name: str) -> JobResult:
         trial_tags={k: tracker.tags[k] for k in ("model", "family", "activation")},
     )
     started = time.perf_counter()
-    hypermodel = tuning.SweepHyperModel(cfg, splits.x_train.shape[1:], splits.num_classes)
+    hypermodel = tuning.SweepHyperModel(cfg, splits.x_train.shape[1:], splits.num_classes,
+                                        training.steps_per_epoch(splits, cfg.budget.batch_size))
     tuner = tuning.make_tuner(context, hypermodel, _project_dir(cfg, key), fresh=False)
     tuner.search(splits, verbose=0)  # keras-tuner's own display off: Progress prints lines
     tuner.prune_checkpoints()

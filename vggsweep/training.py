@@ -16,6 +16,10 @@ import numpy as np
 from vggsweep.optimizers import build_optimizer
 
 
+def steps_per_epoch(splits, batch_size: int) -> int:
+    return math.ceil(len(splits.y_train) / batch_size)
+
+
 class NonFiniteLoss(RuntimeError):
     """Training diverged: the loss became NaN or infinite."""
 
@@ -29,8 +33,10 @@ class FitResult:
     images_per_s: float
 
 
-def compile_model(model, optimizer_params: dict, jit_compile="auto") -> None:
+def compile_model(model, optimizer_params: dict, steps_per_epoch: int | None = None,
+                  jit_compile="auto") -> None:
     """Compiles with the configured optimizer, a from-logits cross-entropy and accuracy."""
+    optimizer_params = {**optimizer_params, "steps_per_epoch": steps_per_epoch}
     model.compile(
         optimizer=build_optimizer(**optimizer_params),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -150,8 +150,9 @@ def _new_oracle(tuner_cfg, budget_cfg, seed: int):
 class SweepHyperModel(kt.HyperModel):
     """Declares the job's space from the config and builds + compiles a model at one point."""
 
-    def __init__(self, cfg, input_shape, num_classes):
+    def __init__(self, cfg, input_shape, num_classes, steps_per_epoch=None):
         super().__init__()
+        self.steps_per_epoch = steps_per_epoch
         self.cfg = cfg
         self.family = cfg.model.family
         self.model_params = {k: v for k, v in cfg.model.items() if k != "family"}
@@ -177,7 +178,7 @@ class SweepHyperModel(kt.HyperModel):
             self.family, model_kwargs, input_shape=self.input_shape,
             num_classes=self.num_classes, image_size=self.cfg.data.image_size,
         )
-        training.compile_model(model, optimizer_kwargs)
+        training.compile_model(model, optimizer_kwargs, self.steps_per_epoch)
         return model
 
 
