@@ -63,7 +63,7 @@ def bench_one(name: str, args) -> dict:
     optimizer = {k: v for k, v in cfg.optimizer.items() if k != "name"}
     optimizer_point = {"name": cfg.optimizer.name, **space.values(None, optimizer)}
     training.compile_model(model, optimizer_point,
-                           training.steps_per_epoch(splits, cfg.budget.batch_size))
+                           training.steps_per_epoch(splits, cfg.budget.batch_size), cfg.budget.epochs)
     fit = training.fit(model, splits, epochs=cfg.budget.epochs, batch_size=cfg.budget.batch_size,
                        patience=cfg.budget.patience, use_ema=bool(optimizer_point.get("ema")))
     test, _ = training.evaluate(model, splits.x_test, splits.y_test, "test")

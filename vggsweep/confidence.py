@@ -77,7 +77,7 @@ def retrain(cfg, seed: int) -> dict:
                                num_classes=splits.num_classes, image_size=cfg.data.image_size)
     optimizer = {k: v for k, v in cfg.optimizer.items()}
     training.compile_model(model, optimizer,
-                           training.steps_per_epoch(splits, cfg.budget.batch_size))
+                           training.steps_per_epoch(splits, cfg.budget.batch_size), cfg.budget.epochs)
     fit = training.fit(model, splits, epochs=cfg.budget.epochs, batch_size=cfg.budget.batch_size,
                        patience=cfg.budget.patience, use_ema=bool(optimizer.get("ema")))
     val, _ = training.evaluate(model, splits.x_val, splits.y_val, "val")

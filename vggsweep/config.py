@@ -191,8 +191,13 @@ def validate(cfg) -> None:
         )
     _check_params("optimizer", {k: v for k, v in cfg.optimizer.items() if k != "name"},
                   optimizers.builder_params())
-    if all(not space.is_spec(cfg.optimizer.get(k)) and cfg.optimizer.get(k)
-           for k in ("decay_epochs", "decay_steps")):
+    schedule = cfg.optimizer.get("schedule", "constant")
+    if schedule not in optimizers.SCHEDULES:
+        raise ConfigError(f"optimizer.schedule={schedule!r} is not valid; valid: "
+                          f"{', '.join(optimizers.SCHEDULES)}")
+    if schedule == "exponential" and all(
+            not space.is_spec(cfg.optimizer.get(k)) and cfg.optimizer.get(k)
+            for k in ("decay_epochs", "decay_steps")):
         raise ConfigError("optimizer: set decay_epochs or decay_steps, not both (the other 0)")
     _check_sections(cfg)
     from vggsweep import data

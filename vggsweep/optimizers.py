@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 
 OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine", "exponential")
 
 
 def build_optimizer(
@@ -18,6 +19,7 @@ def build_optimizer(
     beta_2: float = 0.999,
     momentum: float = 0.9,
     nesterov: bool = True,
+    schedule: str = "constant",
     decay_epochs: float = 0.0,
     decay_steps: int = 0,
     decay_rate: float = 0.96,
@@ -25,6 +27,7 @@ def build_optimizer(
     ema: bool = False,
     ema_momentum: float = 0.99,
     steps_per_epoch: int | None = None,
+    total_steps: int | None = None,
 ):
     """Builds a Keras optimizer.
 
@@ -33,6 +36,9 @@ def build_optimizer(
         learning_rate: the initial learning rate.
         beta_1, beta_2: Adam's moment decay rates.
         momentum, nesterov: SGD's momentum.
+        schedule: `constant`; `cosine`: cosine decay from `learning_rate` to 0 over the whole
+            training run (adapts to any budget); `exponential`: `decay_rate` every
+            `decay_epochs` epochs or `decay_steps` steps (S4).
         decay_epochs: decay the rate by `decay_rate` every `decay_epochs` epochs (0: off); it
             follows the data size, unlike `decay_steps`.
         decay_steps: decay the rate by `decay_rate` every `decay_steps` steps (0: off; S4).
@@ -43,7 +49,15 @@ def build_optimizer(
     """
     import keras
 
+    if schedule not in SCHEDULES:
+        raise ValueError(f"optimizer.schedule={schedule!r}; valid: {', '.join(SCHEDULES)}")
     rate = learning_rate
+    if schedule == "cosine":
+        if not total_steps:
+            raise ValueError("optimizer.schedule=cosine needs the run's total number of steps")
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    if schedule != "exponential":
+        decay_epochs = decay_steps = 0
     if decay_epochs and decay_epochs > 0:
         if decay_steps:
             raise ValueError("optimizer: set decay_epochs or decay_steps, not both")
@@ -69,5 +83,5 @@ def builder_params() -> dict:
     return {
         name: types.get(param.annotation, param.annotation)
         for name, param in signature.parameters.items()
-        if name not in ("name", "steps_per_epoch")
+        if name not in ("name", "steps_per_epoch", "total_steps")
     }

@@ -34,9 +34,13 @@ class FitResult:
 
 
 def compile_model(model, optimizer_params: dict, steps_per_epoch: int | None = None,
-                  jit_compile="auto") -> None:
-    """Compiles with the configured optimizer, a from-logits cross-entropy and accuracy."""
-    optimizer_params = {**optimizer_params, "steps_per_epoch": steps_per_epoch}
+                  epochs: int | None = None, jit_compile="auto") -> None:
+    """Compiles with the configured optimizer, a from-logits cross-entropy and accuracy.
+
+    `steps_per_epoch` and `epochs` size the learning-rate schedules (per-epoch decay, cosine)."""
+    total = steps_per_epoch * epochs if steps_per_epoch and epochs else None
+    optimizer_params = {**optimizer_params, "steps_per_epoch": steps_per_epoch,
+                        "total_steps": total}
     model.compile(
         optimizer=build_optimizer(**optimizer_params),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

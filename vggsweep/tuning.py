@@ -153,6 +153,7 @@ class SweepHyperModel(kt.HyperModel):
     def __init__(self, cfg, input_shape, num_classes, steps_per_epoch=None):
         super().__init__()
         self.steps_per_epoch = steps_per_epoch
+        self.epochs = cfg.budget.epochs
         self.cfg = cfg
         self.family = cfg.model.family
         self.model_params = {k: v for k, v in cfg.model.items() if k != "family"}
@@ -178,7 +179,9 @@ class SweepHyperModel(kt.HyperModel):
             self.family, model_kwargs, input_shape=self.input_shape,
             num_classes=self.num_classes, image_size=self.cfg.data.image_size,
         )
-        training.compile_model(model, optimizer_kwargs, self.steps_per_epoch)
+        # Hyperband trials train for their own number of epochs (tuner/epochs).
+        epochs = int(hp.values.get("tuner/epochs", self.epochs))
+        training.compile_model(model, optimizer_kwargs, self.steps_per_epoch, epochs)
         return model
 
 
