@@ -58,8 +58,11 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--trials", type=int, default=16, help="quasi-random's trial budget")
+    parser.add_argument("--test-samples", type=int, default=2000,
+                        help="test images evaluated per trial (selection never uses them)")
     args = parser.parse_args()
     common = [f"data.path={args.data_path}", f"data.train_samples={args.train_samples}",
+              f"data.test_samples={args.test_samples}",
               f"budget.epochs={args.epochs}", "budget.patience=null"]
     home = Path(tempfile.mkdtemp(prefix="vggsweep-bench-"))
     grid, grid_time = _run("grid", common, ["budget.max_trials=64"], home)
