@@ -58,11 +58,14 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--trials", type=int, default=16, help="quasi-random's trial budget")
+    parser.add_argument("--val-fraction", type=float, default=0.5,
+                        help="validation share of the pool: 0.5 gives as many validation images "
+                        "as training ones, so 0.2 points is a resolvable difference")
     parser.add_argument("--test-samples", type=int, default=2000,
                         help="test images evaluated per trial (selection never uses them)")
     args = parser.parse_args()
     common = [f"data.path={args.data_path}", f"data.train_samples={args.train_samples}",
-              f"data.test_samples={args.test_samples}",
+              f"data.test_samples={args.test_samples}", f"data.val_fraction={args.val_fraction}",
               f"budget.epochs={args.epochs}", "budget.patience=null"]
     home = Path(tempfile.mkdtemp(prefix="vggsweep-bench-"))
     grid, grid_time = _run("grid", common, ["budget.max_trials=64"], home)
@@ -74,7 +77,8 @@ def main() -> None:
                          ("quasi_random", [f"budget.max_trials={args.trials}"])):
         trials, elapsed = _run(tuner, common, extra, home)
         rows.append((tuner, trials, elapsed))
-    print(f"\nsearch efficiency on {args.data_path}: {args.train_samples} training images, "
+    print(f"\nsearch efficiency on {args.data_path}: {args.train_samples} training images "
+          f"(validation fraction {args.val_fraction}), "
           f"{args.epochs} epochs per full trial; grid64 best val_accuracy {best:.4f}, target "
           f"{target:.4f}")
     print(f"{'search':<18}{'trials':>8}{'epochs total':>14}{'epochs to target':>18}"
