@@ -140,11 +140,17 @@ def _colours(groups: Sequence[str]) -> dict[str, tuple]:
     return {group: palette(index % palette.N) for index, group in enumerate(groups)}
 
 
+#: Recorded per trial but not hyperparameters: the trial's seed and the run's sizes.
+NOT_HYPERPARAMETERS = {"seed", "epochs", "batch_size", "train_size", "val_size", "test_size"}
+
+
 def varying_columns(trials: pd.DataFrame, candidates: Sequence[str] | None = None) -> list[str]:
-    """The swept or searched columns: `model`, `activation` and hyperparameters with >1 value."""
+    """The swept or searched columns: `model`, `activation` and hyperparameters with >1 value
+    (the per-trial seed and the data sizes are recorded, not searched: left out)."""
     if candidates is None:
         candidates = ["model", "activation", *hyperparameter_columns(trials)]
-    return [c for c in candidates if c in trials and trials[c].nunique(dropna=True) > 1]
+    return [c for c in candidates if c in trials and c not in NOT_HYPERPARAMETERS
+            and trials[c].nunique(dropna=True) > 1]
 
 
 def _is_continuous(values: pd.Series) -> bool:
