@@ -216,7 +216,7 @@ def _project_dir(cfg, key: str) -> Path:
 
 
 def _best_trial(tracker) -> tuple[float, float] | None:
-    runs = tracker._children("attributes.status = 'FINISHED'")
+    runs = tracker.children("attributes.status = 'FINISHED'")
     scored = [r for r in runs if "val_accuracy" in r.data.metrics]
     if not scored:
         return None
@@ -227,7 +227,7 @@ def _best_trial(tracker) -> tuple[float, float] | None:
 def _first_failure(tracker) -> str:
     from vggsweep.tracking import FAILURE_REASON
 
-    for run in tracker._children("attributes.status = 'FAILED'"):
+    for run in tracker.children("attributes.status = 'FAILED'"):
         reason = run.data.tags.get(FAILURE_REASON)
         if reason:
             return f"; first failure: {reason}"

@@ -155,12 +155,13 @@ class JobTracker:
 
     def kill_orphans(self) -> None:
         """Marks runs a killed process left RUNNING under this parent as KILLED."""
-        for run in self._children("attributes.status = 'RUNNING'"):
+        for run in self.children("attributes.status = 'RUNNING'"):
             self.client.set_tag(run.info.run_id, FAILURE_REASON, "interrupted: the process ended "
                                 "while this trial was running; the trial was run again")
             self.client.set_terminated(run.info.run_id, "KILLED")
 
-    def _children(self, extra: str = "") -> list:
+    def children(self, extra: str = "") -> list:
+        """The trial runs under this job's parent run, optionally filtered (`extra`)."""
         query = f"tags.`{PARENT}` = '{self.parent_id}' and tags.`{ROLE}` = 'trial'"
         if extra:
             query += f" and {extra}"
@@ -169,14 +170,14 @@ class JobTracker:
 
     def supersede_all(self, reason: str) -> None:
         """Marks every earlier trial run of this job KILLED (the search starts over)."""
-        for run in self._children():
+        for run in self.children():
             if run.info.status != "KILLED":
                 self.client.set_tag(run.info.run_id, FAILURE_REASON, reason)
                 self.client.set_terminated(run.info.run_id, "KILLED")
 
     def supersede(self, trial_id: str) -> None:
         """Marks earlier runs of a trial that is about to run again as KILLED (no duplicates)."""
-        for run in self._children(f"tags.`{TRIAL_ID}` = '{trial_id}'"):
+        for run in self.children(f"tags.`{TRIAL_ID}` = '{trial_id}'"):
             if run.info.status != "KILLED":
                 self.client.set_tag(run.info.run_id, FAILURE_REASON,
                                     "superseded: this trial was run again")
@@ -207,7 +208,7 @@ class JobTracker:
     def trial_counts(self) -> dict:
         """FINISHED / FAILED / KILLED child runs under the parent."""
         counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0}
-        for run in self._children():
+        for run in self.children():
             counts[run.info.status] = counts.get(run.info.status, 0) + 1
         return counts
 
