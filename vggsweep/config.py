@@ -209,23 +209,15 @@ def validate(cfg) -> None:
 def model_point(cfg, hp_values=None) -> dict:
     """The model builder's keyword arguments at one point (defaults where searched)."""
     params = space.values(hp_values, {k: v for k, v in cfg.model.items() if k != "family"})
-    activation = _plain(cfg.activation)
+    activation = space.plain(cfg.activation)
     if space.is_spec(activation):
         activation = (hp_values or {}).get("activation", space.default_value(activation))
     params["activation"] = activation
     return params
 
 
-def _plain(value: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
 def _check_activation(activation: Any) -> None:
-    activation = _plain(activation)
+    activation = space.plain(activation)
     names = activation
     if space.is_spec(activation):
         try:
@@ -249,7 +241,7 @@ def _check_params(section: str, params: dict, accepted: dict, exclude: tuple = (
             raise ConfigError(
                 f"{section}.{key} is not a known key; valid: {', '.join(sorted(accepted))}"
             )
-        _check_value(f"{section}.{key}", _plain(value), accepted[key])
+        _check_value(f"{section}.{key}", space.plain(value), accepted[key])
 
 
 def _check_value(name: str, value: Any, expected: type | None) -> None:

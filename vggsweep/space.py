@@ -37,7 +37,7 @@ def is_spec(value: Any) -> bool:
     return isinstance(value, Mapping)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Converts OmegaConf containers to plain Python objects."""
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -54,7 +54,7 @@ RANGE_KEYS = ("min", "max", "step", "sampling")
 
 def normalize(spec: Mapping) -> dict:
     """Resolves a merged spec holding both a choice and a range in favour of the later one."""
-    spec = dict(_plain(spec))
+    spec = dict(plain(spec))
     if "choice" in spec and any(k in spec for k in RANGE_KEYS):
         keys = list(spec)
         choice_last = keys.index("choice") > max(keys.index(k) for k in RANGE_KEYS if k in spec)
@@ -168,7 +168,7 @@ def spec_values(spec: Mapping) -> list | None:
 def split(params: Mapping) -> tuple[dict, dict]:
     """Splits a config subtree into (fixed values, search specs)."""
     fixed, specs = {}, {}
-    for name, value in dict(_plain(params)).items():
+    for name, value in dict(plain(params)).items():
         if is_spec(value):
             specs[name] = check_spec(name, value)
         else:

@@ -65,7 +65,7 @@ def resolve(family: str, params: Mapping) -> dict:
     """The builder's defaults overridden by params; unknown keys and search specs are errors."""
     resolved = defaults(family)
     for key, value in params.items():
-        value = space._plain(value)
+        value = space.plain(value)
         if key == "family":
             continue
         if key not in resolved:
