@@ -5,22 +5,23 @@ PY     := $(VENV)/bin/python
 STUDY  ?= activations
 ARGS   ?=
 PORT   ?= 5000
+PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: help install demo test test-all ui sweep leaderboard bench clean
+.PHONY: help install demo test test-all ui server sweep leaderboard bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[test,server]'
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install vggsweep with its dependencies
 
-demo: install  ## a small real multirun on the bundled digits (offline): 4 jobs x 2 trials
-	$(PY) -m vggsweep -m model=cnn,mlp activation=relu,tanh data=digits budget=smoke experiment=demo
+demo: install  ## a small real multirun on the bundled digits (offline, about 2 minutes)
+	$(PY) -m vggsweep -m model=cnn,mlp activation=relu,tanh data=digits budget=demo experiment=demo
 
 test: install  ## the test suite (under 10 minutes on 2 cores)
 	$(PY) -m pytest -q
@@ -31,6 +32,9 @@ test-all: install  ## the test suite including slow tests (real MNIST)
 ui: install  ## the MLflow UI on http://127.0.0.1:$(PORT) over ./mlflow.db
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)
 
+server: install  ## an MLflow tracking server on PostgreSQL at http://127.0.0.1:$(PORT) (Ctrl-C stops)
+	$(PY) -m vggsweep.server --port $(PORT) --dir $(CURDIR)/mlflow_server $(ARGS)
+
 sweep: install  ## a reference study: make sweep STUDY=grid64 ARGS='data.path=../shared/data/mnist'
 	$(PY) -m vggsweep study=$(STUDY) $(ARGS)
 
@@ -40,5 +44,5 @@ leaderboard: install  ## print a leaderboard: make leaderboard ARGS='--experimen
 bench: install  ## benchmarks (print figures, assert nothing): make bench ARGS=...
 	$(PY) bench/families.py $(ARGS)
 
-clean:  ## remove sweep outputs (keeps mlflow.db and tuner_state)
+clean:  ## remove sweep outputs (keeps mlflow.db, tuner_state and mlflow_server)
 	rm -rf multirun outputs

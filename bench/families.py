@@ -24,7 +24,8 @@ MNIST_DIR = (ROOT / ".." / "shared" / "data" / "mnist").resolve()
 RESULTS = ROOT / "bench" / "results" / "families.json"
 sys.path.insert(0, str(ROOT))
 
-from vggsweep import config, models, space, summary  # noqa: E402
+from vggsweep import config, space, summary  # noqa: E402
+from vggsweep.errors import ConfigError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,32 +49,25 @@ def compose(name: str, args) -> object:
 
 
 def bench_one(name: str, args) -> dict:
-    """Trains one model at its default point; returns its figures."""
-    import keras
-
-    from vggsweep import data, training
+    """Trains one model at its default point (the product's own training path)."""
+    from vggsweep import accelerator, data, training
 
     cfg = compose(name, args)
     splits = data.load(cfg.data)
-    keras.utils.set_random_seed(cfg.seed)
-    model = models.build_model(
-        cfg.model.family, config.model_point(cfg), input_shape=splits.x_train.shape[1:],
-        num_classes=splits.num_classes, image_size=cfg.data.image_size,
-    )
-    optimizer = {k: v for k, v in cfg.optimizer.items() if k != "name"}
-    optimizer_point = {"name": cfg.optimizer.name, **space.values(None, optimizer)}
-    training.compile_model(model, optimizer_point,
-                           training.steps_per_epoch(splits, cfg.budget.batch_size), cfg.budget.epochs)
-    fit = training.fit(model, splits, epochs=cfg.budget.epochs, batch_size=cfg.budget.batch_size,
-                       patience=cfg.budget.patience, use_ema=bool(optimizer_point.get("ema")))
-    test, _ = training.evaluate(model, splits.x_test, splits.y_test, "test")
+    model_kwargs, optimizer_kwargs = space.point(cfg.model, cfg.optimizer, cfg.activation)
+    trained = training.train_one(
+        cfg.model.family, model_kwargs, optimizer_kwargs, splits,
+        image_size=config.effective_image_size(cfg.data, splits.image_shape),
+        epochs=cfg.budget.epochs, batch_size=cfg.budget.batch_size, seed=cfg.seed,
+        patience=cfg.budget.patience, compile_options=accelerator.compile_options(cfg.accelerator))
+    fit = trained.fit
     return {
-        "model": name, "parameters": model.count_params(),
-        "forward_flops": summary.forward_flops(model), "train_size": len(splits.y_train),
+        "model": name, "parameters": trained.model.count_params(),
+        "forward_flops": summary.forward_flops(trained.model), "train_size": len(splits.y_train),
         "test_size": len(splits.y_test), "epochs": fit.epochs_run,
-        "val_accuracy": max(fit.history["val_accuracy"]), "test_accuracy": test["test_accuracy"],
+        "val_accuracy": trained.val_accuracy, "test_accuracy": trained.test["test_accuracy"],
         "train_time_s": fit.train_time_s, "train_images_per_s": fit.images_per_s,
-        "point": config.model_point(cfg),
+        "point": model_kwargs,
     }
 
 
@@ -98,7 +92,7 @@ def main(argv=None) -> int:
             print(f"{name:<8}{row['parameters']:>13,}{row['forward_flops'] / 1e6:>12.1f}"
                   f"{row['epochs']:>8}{row['val_accuracy']:>9.4f}{row['test_accuracy']:>10.4f}"
                   f"{row['train_time_s']:>9.1f}{row['train_images_per_s']:>9.0f}", flush=True)
-    except config.ConfigError as error:
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

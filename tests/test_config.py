@@ -7,22 +7,46 @@ import time
 import pytest
 
 from conftest import ROOT, cli_env, run_cli
-from vggsweep import config
+from vggsweep import config, tuners
+from vggsweep.errors import ConfigError
 
 GROUP_OPTIONS = [(g, o) for g in ("model", "data", "optimizer", "tuner", "budget")
                  for o in config.group_options(g)]
 
 
-@pytest.mark.parametrize("group, option", GROUP_OPTIONS)
+#: Options that need a value of the user's (the data they name).
+NEEDS_DATA = {("data", "npz"), ("data", "idx")}
+
+
+@pytest.mark.parametrize("group, option", [g for g in GROUP_OPTIONS if g not in NEEDS_DATA])
 def test_every_config_file_composes_and_validates(group, option):
     cfg = config.compose([f"{group}={option}"])
     config.validate(cfg)
     assert cfg[group] is not None
 
 
+@pytest.mark.parametrize("option", ["npz", "idx"])
+def test_named_dataset_options_need_a_name_and_a_path(option, tmp_path):
+    with pytest.raises(ConfigError, match="data.name|data.path") as info:
+        config.validate(config.compose([f"data={option}"]))
+    assert "\n" not in str(info.value)
+    import numpy as np
+
+    np.savez(tmp_path / "set.npz", x_train=np.zeros((20, 8, 8), "uint8"), y_train=np.arange(20) % 2,
+             x_test=np.zeros((10, 8, 8), "uint8"), y_test=np.arange(10) % 2)
+    if option == "idx":
+        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            (tmp_path / stem).write_bytes(b"")
+    path = tmp_path / "set.npz" if option == "npz" else tmp_path
+    cfg = config.compose([f"data={option}", "data.name=tiny", f"data.path={path}"])
+    config.validate(cfg)
+    assert cfg.data.name == "tiny"
+
+
 def test_group_options_are_complete():
     assert set(config.group_options("model")) >= {"cnn", "vgg11", "vgg13", "vgg16", "vgg19", "mlp"}
-    assert set(config.group_options("tuner")) == set(config.TUNERS)
+    assert set(config.group_options("tuner")) == set(tuners.TUNERS)
     assert set(config.group_options("budget")) >= {"smoke", "quick", "full"}
 
 
@@ -64,7 +88,7 @@ def test_expand_sweep_gives_one_override_list_per_job():
     ],
 )
 def test_bad_input_is_one_line(overrides, expected):
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         config.validate(config.compose(overrides))
     assert expected in str(info.value)
     assert "\n" not in str(info.value)

@@ -33,7 +33,7 @@ def _fake_mnist(directory, compress, n_train=300, n_test=100):
 
 
 def _cfg(**overrides):
-    base = {"name": "mnist", "path": None, "image_size": 28, "train_samples": None,
+    base = {"source": "mnist", "name": None, "path": None, "image_size": None, "train_samples": None,
             "test_samples": None, "val_fraction": 0.1, "split_seed": 0, "download": False}
     return OmegaConf.create({**base, **overrides})
 
@@ -69,7 +69,7 @@ def test_train_samples_subsample_is_stratified_and_counts_training_images(tmp_pa
 
 
 def test_digits_are_real_handwriting_at_28x28():
-    splits = data.load(_cfg(name="digits"))
+    splits = data.load(_cfg(source="digits"))
     assert splits.x_train.shape[1:] == (28, 28, 1)
     assert splits.x_train[:, :4].max() == 0  # centred like MNIST: a 4-pixel empty border
     assert len(splits.y_test) == 360 and splits.num_classes == 10
@@ -82,7 +82,7 @@ def test_loading_is_cached_per_process(tmp_path):
 
 @pytest.mark.parametrize("setup, message", [
     (lambda p: None, "missing train-images-idx3-ubyte"),
-    (lambda p: (p / "mnist.npz").write_bytes(b"not a zip"), "not a readable mnist.npz"),
+    (lambda p: (p / "mnist.npz").write_bytes(b"not a zip"), "not a readable .npz"),
 ])
 def test_bad_paths_say_what_is_missing(tmp_path, setup, message):
     setup(tmp_path)

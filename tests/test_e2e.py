@@ -59,7 +59,11 @@ def test_per_epoch_curves_and_best_model_are_logged(sweep):
     history = client.get_metric_history(children[0].info.run_id, "loss")
     assert len(history) == 1 and history[0].step == 0  # one epoch: one point, per epoch
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"best_model", "config.yaml"} <= artifacts
+    assert {"config.yaml", "plots"} <= artifacts
+    experiment_id = parents[0].info.experiment_id
+    models = client.search_logged_models([experiment_id])
+    assert {m.source_run_id for m in models} == {p.info.run_id for p in parents}
+    assert all(m.name == "best_model" and m.status == "READY" for m in models)
 
 
 def test_leaderboard_csv_has_one_row_per_trial_and_the_cli_reproduces_it(sweep):

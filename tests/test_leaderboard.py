@@ -14,8 +14,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # finds results_fixtures in any import mode
 from results_fixtures import EXPERIMENT, SWEEP_A, record_sweep  # noqa: E402
 
-from vggsweep import leaderboard  # noqa: E402
-from vggsweep.leaderboard import ResultsError, group_best, load_trials, main  # noqa: E402
+from vggsweep import leaderboard, results  # noqa: E402
+from vggsweep.errors import ResultsError  # noqa: E402
+from vggsweep.leaderboard import group_best, main  # noqa: E402
+from vggsweep.results import load_trials  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HYPERPARAMETERS = [
@@ -49,10 +51,10 @@ def test_columns_follow_the_documented_layout(trials):
         ["rank", "model", "activation"] + HYPERPARAMETERS
         + ["val_accuracy", "test_accuracy", "train_time_s", "param_count", "epochs_run"]
         + ["status", "failure_reason", "trial_id", "run_id", "parent_run_id", "job"]
-        + leaderboard.EXTRA_METRIC_COLUMNS
+        + results.EXTRA_COLUMNS
     )
     assert list(trials.columns) == expected
-    assert leaderboard.hyperparameter_columns(trials) == HYPERPARAMETERS
+    assert results.hyperparameter_columns(trials) == HYPERPARAMETERS
 
 
 def test_params_come_back_with_their_types(sweep, trials):
@@ -84,7 +86,7 @@ def test_searched_activation_comes_from_the_trial_params(sweep, trials):
     ],
 )
 def test_parse_param_values(texts, dtype, values):
-    parsed = leaderboard.parse_param_values(texts)
+    parsed = results.parse_param_values(texts)
     assert str(parsed.dtype) == dtype
     assert [None if pd.isna(v) else v for v in parsed] == values
 
@@ -136,7 +138,7 @@ def test_parent_model_and_status_filters(sweep):
     [
         ({"sweep": "2030-01-01/00-00-00"}, "recorded sweeps:"),
         ({"model": "resnet"}, "cnn, mlp, vgg16"),
-        ({"status": "done"}, "finished, failed, killed"),
+        ({"status": "done"}, "finished, pruned, failed, killed"),
     ],
 )
 def test_unknown_filter_values_name_the_valid_ones(sweep, kwargs, message):
@@ -145,7 +147,7 @@ def test_unknown_filter_values_name_the_valid_ones(sweep, kwargs, message):
 
 
 def test_rank_on_a_lower_is_better_metric(sweep, trials):
-    by_time = leaderboard.rank_trials(trials, "train_time_s")
+    by_time = results.rank_trials(trials, "train_time_s")
     assert by_time["run_id"].iloc[0] == sweep.trials["mlp/02"]
     assert by_time["train_time_s"].iloc[:8].is_monotonic_increasing
 
@@ -180,7 +182,7 @@ def test_load_histories_one_row_per_epoch(sweep):
     from mlflow import MlflowClient
 
     run_id = sweep.trials["cnn/01"]
-    history = leaderboard.load_histories(MlflowClient(sweep.tracking_uri), [run_id])[run_id]
+    history = results.load_histories(MlflowClient(sweep.tracking_uri), [run_id])[run_id]
     assert list(history.index) == [0, 1, 2]  # the final val_accuracy, logged at step 3, is no epoch
     assert list(history["val_accuracy"]) == pytest.approx([0.93, 0.98, 0.97])
     assert set(history.columns) == {"loss", "accuracy", "val_loss", "val_accuracy"}

@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from vggsweep import config, models, space
+from vggsweep.errors import ConfigError
 from vggsweep.models import blocks
 
 PRESETS = ("cnn", "mlp", "vgg11", "vgg13", "vgg16", "vgg19")
@@ -58,7 +59,7 @@ def test_builder_params_are_the_builder_keywords_with_their_types():
 def test_preset_keys_are_exactly_the_builder_keywords(name):
     family, params = preset(name)
     assert family in models.FAMILIES
-    # `activation` is a top-level key, injected by config.model_point.
+    # `activation` is a top-level key, injected by space.point.
     assert set(params) == set(models.builder_params(family)) - {"activation"}
     for key, value in params.items():
         if space.is_spec(value):
@@ -69,7 +70,7 @@ def test_preset_keys_are_exactly_the_builder_keywords(name):
 def test_presets_validate_through_the_real_config(name):
     cfg = config.compose([f"model={name}", "data=digits"])
     config.validate(cfg)
-    assert config.model_point(cfg)["activation"] == "relu"
+    assert space.point(cfg.model, cfg.optimizer, cfg.activation)[0]["activation"] == "relu"
 
 
 @pytest.mark.parametrize("image_size", [28, 32])
@@ -177,7 +178,7 @@ def test_bad_values_fail_in_one_line_before_keras(family, params, fragment):
     with pytest.raises(models.ModelConfigError) as error:
         models.check_geometry(family, params, 28)
     assert fragment in str(error.value) and "\n" not in str(error.value)
-    assert isinstance(error.value, config.ConfigError)
+    assert isinstance(error.value, ConfigError)
 
 
 def test_input_adaptation_pads_32_and_resizes_other_sizes():

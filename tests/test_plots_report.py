@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # finds results_fixtures in any import mode
 from results_fixtures import EXPERIMENT, SWEEP_A, record_sweep  # noqa: E402
 
-from vggsweep import leaderboard, plots, report  # noqa: E402
+from vggsweep import outputs, page, plots, report, results  # noqa: E402
 
 SWEEP_PLOTS = {"accuracy_vs_time", "isolation", "learning_curves", "importance"}
 
@@ -28,13 +28,13 @@ def sweep(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trials(sweep):
-    return leaderboard.load_trials(sweep.tracking_uri, sweep.experiment)
+    return results.load_trials(sweep.tracking_uri, sweep.experiment)
 
 
 @pytest.fixture(scope="module")
 def sweep_outputs(sweep):
     """write_sweep_outputs for the two jobs of sweep A, once for the module."""
-    return leaderboard.write_sweep_outputs(
+    return outputs.write_sweep_outputs(
         sweep.sweep_a_dir, sweep.tracking_uri, sweep.experiment,
         parent_run_ids=[sweep.parents["cnn"], sweep.parents["mlp"]],
     )
@@ -73,7 +73,7 @@ def test_varying_columns_skip_constants(trials):
     ],
 )
 def test_which_hyperparameters_get_a_numeric_axis(values, continuous):
-    assert plots._is_continuous(values) is continuous
+    assert plots.common.is_continuous(values) is continuous
 
 
 def test_learning_curves_from_mlflow_histories(sweep, trials, tmp_path):
@@ -81,7 +81,7 @@ def test_learning_curves_from_mlflow_histories(sweep, trials, tmp_path):
 
     labels = plots.top_trial_labels(trials, k=3)
     assert list(labels.values())[0] == "#1 vgg16/relu trial 01"
-    histories = leaderboard.load_histories(MlflowClient(sweep.tracking_uri), labels)
+    histories = results.load_histories(MlflowClient(sweep.tracking_uri), labels)
     curves = plots.learning_curves_png({labels[r]: h for r, h in histories.items()}, tmp_path / "c.png")
     assert_png_not_blank(curves)
 
@@ -172,14 +172,14 @@ def test_a_failing_plot_or_report_does_not_stop_the_csv(sweep, tmp_path, monkeyp
         raise RuntimeError("boom")
 
     def quick(trials_or_histories, path, **kwargs):
-        return plots._message_png(path, "stand-in", "a cheap figure")
+        return plots.message_png(path, "stand-in", "a cheap figure")
 
-    for name in ("accuracy_vs_time_png", "learning_curves_png", "importance_png"):
-        monkeypatch.setattr(plots, name, quick)
-    monkeypatch.setattr(plots, "isolation_png", broken)
-    monkeypatch.setattr(report, "render_report", broken)
+    for name, plot in plots.SWEEP_PLOTS.items():
+        draw = broken if name == "isolation" else (lambda trials, histories, path: quick(trials, path))
+        monkeypatch.setitem(plots.SWEEP_PLOTS, name, plot._replace(draw=draw))
+    monkeypatch.setattr(page, "render_report", broken)
     with caplog.at_level(logging.WARNING):
-        written = leaderboard.write_sweep_outputs(tmp_path, sweep.tracking_uri, sweep.experiment,
+        written = outputs.write_sweep_outputs(tmp_path, sweep.tracking_uri, sweep.experiment,
                                                   parent_run_ids=[sweep.parents["mlp"]])
     assert set(written) == {"leaderboard"} | SWEEP_PLOTS - {"isolation"}
     assert len(pd.read_csv(written["leaderboard"])) == 3
@@ -263,7 +263,7 @@ def test_a_sweep_without_trials_still_gets_its_outputs(sweep, tmp_path):
     experiment_id = client.create_experiment("no-trials", artifact_location=tmp_path.as_uri())
     job = client.create_run(experiment_id, tags={"vggsweep.role": "job", "model": "vgg16"})
     client.set_terminated(job.info.run_id, "FAILED")
-    written = leaderboard.write_sweep_outputs(tmp_path / "sweep", sweep.tracking_uri, "no-trials")
+    written = outputs.write_sweep_outputs(tmp_path / "sweep", sweep.tracking_uri, "no-trials")
     assert set(written) == {"leaderboard", "report"} | SWEEP_PLOTS
     assert pd.read_csv(written["leaderboard"]).empty
     assert "No trial finished. 0 trials" in written["report"].read_text()

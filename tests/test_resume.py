@@ -24,11 +24,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vggsweep import tracking
+from vggsweep import store
 
-ROLE, JOB_KEY, TRIAL_ID, PARENT = (tracking.ROLE, tracking.JOB_KEY, tracking.TRIAL_ID,
-                                   tracking.PARENT)
-FAILURE_REASON = tracking.FAILURE_REASON
+ROLE, JOB_KEY, TRIAL_ID, PARENT = store.ROLE, store.JOB_KEY, store.TRIAL_ID, store.PARENT
+FAILURE_REASON = store.FAILURE_REASON
 TIMEOUT_S = 300
 
 JOB = ["model=mlp", "activation=relu", "data=digits", "budget=smoke", "budget.epochs=3",

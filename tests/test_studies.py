@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from vggsweep import config, space, tracking
+from vggsweep import config, space, store
 
 STUDIES = sorted(p.stem for p in config.SWEEPS_DIR.glob("*.yaml"))
 TINY = ["budget=smoke", "data=digits", "budget.max_trials=1", "data.train_samples=64",
@@ -121,13 +121,13 @@ def test_study_runs_under_smoke_budget(name, tmp_path):
     assert experiment is not None, f"the study did not record experiment {name!r}"
     runs = client.search_runs([experiment.experiment_id], max_results=5000)
     assert [r for r in runs if r.info.status == "RUNNING"] == []
-    parents = [r for r in runs if r.data.tags.get(tracking.ROLE) == "job"]
-    trials = [r for r in runs if r.data.tags.get(tracking.ROLE) == "trial"]
+    parents = [r for r in runs if r.data.tags.get(store.ROLE) == "job"]
+    trials = [r for r in runs if r.data.tags.get(store.ROLE) == "trial"]
     assert len(parents) == JOBS[name]
-    assert len({p.data.tags[tracking.JOB_KEY] for p in parents}) == JOBS[name]
+    assert len({p.data.tags[store.JOB_KEY] for p in parents}) == JOBS[name]
     for parent in parents:
         assert parent.info.status == "FINISHED"
-        mine = [t for t in trials if t.data.tags.get(tracking.PARENT) == parent.info.run_id]
+        mine = [t for t in trials if t.data.tags.get(store.PARENT) == parent.info.run_id]
         assert [t.info.status for t in mine] == ["FINISHED"]
         assert mine[0].data.metrics["test_accuracy"] >= 0
         assert mine[0].data.params["train_size"] == "64"

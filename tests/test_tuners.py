@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from vggsweep import config, run, tracking, tuning
-from vggsweep.config import ConfigError
+from vggsweep import config, oracles, run, tuning
+from vggsweep import store as vstore
+from vggsweep.errors import ConfigError, StateError
 
 TINY = ["model=mlp", "activation=relu", "data=digits", "budget=smoke", "verbose=0"]
-TRIAL_METRICS = ("val_accuracy", "test_accuracy", "train_time_s")
-ROLE, TRIAL_ID, PARENT = tracking.ROLE, tracking.TRIAL_ID, tracking.PARENT
+TRIAL_METRICS = ("val_accuracy_kept", "test_accuracy", "train_time_s")
+ROLE, TRIAL_ID, PARENT = vstore.ROLE, vstore.TRIAL_ID, vstore.PARENT
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,7 +53,7 @@ def compose(home: Path, uri: str, experiment: str, *extra: str):
 
 def project_dir(cfg) -> Path:
     """The tuner project a job uses: <tuner.directory>/<experiment>-<job key>."""
-    key = run.job_key(cfg, tracking.resolve_uri(cfg.tracking.uri))
+    key = run.job_key(cfg, vstore.resolve_uri(cfg.tracking.uri))
     return Path(cfg.tuner.directory).resolve() / f"{cfg.experiment}-{key}"
 
 
@@ -126,7 +127,7 @@ def test_every_tuner_runs_a_tiny_job(name, home, store):
 
     expected = None if name == "hyperband" else cfg.budget.max_trials
     runs = assert_completed_job(result, store, experiment, expected)
-    assert result.best_val_accuracy == max(r.data.metrics["val_accuracy"] for r in runs)
+    assert result.best_val_accuracy == max(r.data.metrics["val_accuracy_kept"] for r in runs)
     if name != "hyperband":
         # distinct points (hyperband may train one point again, longer, when promoting it)
         assert len({searched_values(r) for r in runs}) == len(runs)
@@ -157,7 +158,7 @@ def _space():
 
 
 def _quasi_oracle(directory: Path, seed: int = 7, max_trials: int = 50):
-    oracle = tuning.QuasiRandomOracle(objective=tuning.OBJECTIVE, max_trials=max_trials,
+    oracle = oracles.QuasiRandomOracle(objective=oracles.OBJECTIVE, max_trials=max_trials,
                                       seed=seed)
     oracle._set_project_dir(str(directory), "quasi")
     oracle.update_space(_space())
@@ -225,7 +226,7 @@ def test_a_seed_proposes_the_same_points_every_time(name, seed, tmp_path):
     budget = OmegaConf.create({"max_trials": 5})
     proposals = []
     for attempt in range(2):
-        oracle = tuning.make_oracle(tuner_cfg, budget, seed=seed)
+        oracle = oracles.make_oracle(tuner_cfg, budget, seed=seed)
         oracle._set_project_dir(str(tmp_path / str(attempt)), "p")
         oracle.update_space(_space())
         proposals.append(_run_trials(oracle, 3))
@@ -239,9 +240,9 @@ def test_a_seed_proposes_the_same_points_every_time(name, seed, tmp_path):
 def test_atomic_write_json_writes_a_complete_file_and_no_temp_file(tmp_path):
     path = tmp_path / "deep" / "state.json"
     obj = {"trials": list(range(1000)), "name": "x" * 1000}
-    text = tuning.atomic_write_json(str(path), obj)
+    text = oracles.atomic_write_json(str(path), obj)
     assert json.loads(path.read_text()) == obj == json.loads(text)
-    tuning.atomic_write_json(str(path), {"replaced": True})
+    oracles.atomic_write_json(str(path), {"replaced": True})
     assert json.loads(path.read_text()) == {"replaced": True}
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]
 
@@ -250,17 +251,17 @@ def test_atomic_write_json_writes_a_complete_file_and_no_temp_file(tmp_path):
 def test_atomic_write_json_failure_keeps_the_old_file_and_no_temp_file(failure, tmp_path,
                                                                        monkeypatch):
     path = tmp_path / "state.json"
-    tuning.atomic_write_json(str(path), {"version": 1})
+    oracles.atomic_write_json(str(path), {"version": 1})
     obj = {"version": 2}
     if failure == "fsync":
         def broken_fsync(fd):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(tuning.os, "fsync", broken_fsync)
+        monkeypatch.setattr(oracles.os, "fsync", broken_fsync)
     else:
         obj = {"version": object()}
     with pytest.raises((OSError, TypeError)):
-        tuning.atomic_write_json(str(path), obj)
+        oracles.atomic_write_json(str(path), obj)
     assert json.loads(path.read_text()) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"], "a temporary file was left"
 
@@ -304,15 +305,23 @@ def test_only_the_best_model_is_kept_and_loads_safely(finished, store):
 
     # the kept model is the best trial's, and it was logged on the parent run
     runs = children(store, finished["experiment"], finished["result"].parent_run_id)
-    best_score = max(r.data.metrics["val_accuracy"] for r in runs)
+    best_score = max(r.data.metrics["val_accuracy_kept"] for r in runs)
     best = json.loads((project / "best.json").read_text())
     kept = next(r for r in runs if r.data.tags[TRIAL_ID] == best["trial_id"])
-    assert kept.data.metrics["val_accuracy"] == pytest.approx(best_score)  # ties keep the first
+    assert kept.data.metrics["val_accuracy_kept"] == pytest.approx(best_score)  # ties: the first
     first_best = min(int(r.data.tags[TRIAL_ID]) for r in runs
-                     if r.data.metrics["val_accuracy"] == pytest.approx(best_score))
+                     if r.data.metrics["val_accuracy_kept"] == pytest.approx(best_score))
     assert int(best["trial_id"]) == first_best
-    logged = client(store).list_artifacts(finished["result"].parent_run_id, "best_model")
-    assert [Path(a.path).name for a in logged] == [tuning.BEST_MODEL]
+    parent_id = finished["result"].parent_run_id
+    experiment_id = client(store).get_run(parent_id).info.experiment_id
+    [logged] = [m for m in client(store).search_logged_models([experiment_id])
+                if m.source_run_id == parent_id]
+    assert logged.name == "best_model" and logged.status == "READY"
+    import mlflow.keras
+
+    mlflow.set_tracking_uri(store)
+    again = mlflow.keras.load_model(logged.model_uri, load_model_kwargs={"safe_mode": True})
+    assert again.predict(np.zeros((1, 28, 28, 1), "float32"), verbose=0).shape == (1, 10)
 
 
 def _copy_project(finished, cfg) -> Path:
@@ -339,7 +348,7 @@ def test_corrupt_state_stops_the_job_with_one_line_naming_the_file(state_file, f
     with pytest.raises(ConfigError) as caught:
         run.run_job(cfg)
 
-    assert isinstance(caught.value, tuning.StateError)
+    assert isinstance(caught.value, StateError)
     message = str(caught.value)
     assert "\n" not in message
     assert str(broken) in message
@@ -352,7 +361,7 @@ def test_fresh_recovers_from_a_corrupt_state(finished, home, store):
     cfg = compose(home, store, experiment, "budget.max_trials=3")
     project = _copy_project(finished, cfg)
     _truncate(project / "oracle.json")
-    with pytest.raises(tuning.StateError):
+    with pytest.raises(StateError):
         run.run_job(cfg)
 
     fresh = compose(home, store, experiment, "budget.max_trials=1", "tuner.fresh=true",
@@ -368,7 +377,7 @@ def test_corrupt_state_via_cli_exits_2_with_one_line(home):
     overrides = [*TINY, "experiment=corrupt-cli"]
     cfg = config.compose(overrides)  # the job's config, as the CLI composes it
     project = Path(home / "tuner_state") / (
-        f"{cfg.experiment}-{run.job_key(cfg, tracking.resolve_uri(None))}")
+        f"{cfg.experiment}-{run.job_key(cfg, vstore.resolve_uri(None))}")
     project.mkdir(parents=True)
     broken = project / "oracle.json"
     broken.write_text('{"ongoing_trials": {}, "hyperparam')

@@ -13,14 +13,13 @@ nested under the job's parent run); the summary lands on the original trial run 
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
 import yaml
 
-SOURCE_RUN = "vggsweep.source_run"
+from vggsweep.store import SOURCE_RUN
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
@@ -65,76 +64,74 @@ def trial_config(client, trial_run, parent_run_id: str):
 
 def retrain(cfg, seed: int) -> dict:
     """Trains the configuration once with `seed`; returns its test metrics and training time."""
-    import keras
-
-    from vggsweep import config, data, models, training
+    from vggsweep import accelerator, config, data, space, training
 
     splits = data.load(cfg.data)
-    keras.utils.set_random_seed(seed)
-    keras.backend.clear_session()
-    model = models.build_model(cfg.model.family, config.model_point(cfg),
-                               input_shape=splits.x_train.shape[1:],
-                               num_classes=splits.num_classes, image_size=cfg.data.image_size)
-    optimizer = {k: v for k, v in cfg.optimizer.items()}
-    training.compile_model(model, optimizer,
-                           training.steps_per_epoch(splits, cfg.budget.batch_size), cfg.budget.epochs)
-    fit = training.fit(model, splits, epochs=cfg.budget.epochs, batch_size=cfg.budget.batch_size,
-                       patience=cfg.budget.patience, use_ema=bool(optimizer.get("ema")))
-    val, _ = training.evaluate(model, splits.x_val, splits.y_val, "val")
-    test, _ = training.evaluate(model, splits.x_test, splits.y_test, "test")
-    return {**val, **test, "train_time_s": fit.train_time_s, "epochs_run": fit.epochs_run}
+    accelerator.apply(cfg.get("accelerator"))
+    model_kwargs, optimizer_kwargs = space.point(cfg.model, cfg.optimizer, cfg.activation)
+    trained = training.train_one(
+        cfg.model.family, model_kwargs, optimizer_kwargs, splits,
+        image_size=config.effective_image_size(cfg.data, splits.image_shape),
+        epochs=cfg.budget.epochs, batch_size=cfg.budget.batch_size, seed=seed,
+        patience=cfg.budget.patience, compile_options=accelerator.compile_options(cfg.get("accelerator")))
+    return {"val_accuracy": trained.val_accuracy, **trained.test,
+            "train_time_s": trained.fit.train_time_s, "epochs_run": trained.fit.epochs_run}
 
 
 def run_confidence(tracking_uri: str, experiment: str, top: int, seeds: int,
                    sweep: str | None = None, first_seed: int = 1000) -> list[dict]:
     """Retrains the top-`top` trials with `seeds` seeds each; records and returns the summary."""
-    import mlflow
+    from vggsweep import results, store
 
-    from vggsweep import leaderboard
-
-    client, _ = leaderboard.open_store(tracking_uri, experiment)
-    trials = leaderboard.load_trials(tracking_uri, experiment, sweep=sweep, status="finished")
-    best = trials.sort_values("val_accuracy", ascending=False).head(top)
-    mlflow.set_tracking_uri(tracking_uri)
+    client, _ = store.open_existing(tracking_uri, experiment)
+    trials = results.load_trials(tracking_uri, experiment, sweep=sweep, status="finished")
+    best = trials.head(top)  # ranked on validation accuracy, ties as everywhere
     summary = []
     for _, row in best.iterrows():
         trial_run = client.get_run(row["run_id"])
         cfg = trial_config(client, trial_run, row["parent_run_id"])
-        results = [_recorded_retrain(client, cfg, trial_run, row, first_seed + i)
-                   for i in range(seeds)]
-        summary.append(_summarize(client, row, results))
+        tracker = _tracker(tracking_uri, experiment, trial_run, row)
+        results_ = [_recorded_retrain(tracker, cfg, trial_run, row, first_seed + i)
+                    for i in range(seeds)]
+        summary.append(_summarize(tracker, row, results_))
     if len(summary) >= 2:
         p_value = welch_p_value(summary[0]["test_accuracies"], summary[1]["test_accuracies"])
         summary[0]["p_vs_runner_up"] = p_value
     return summary
 
 
-def _recorded_retrain(client, cfg, trial_run, row, seed: int) -> dict:
-    import mlflow
+def _tracker(tracking_uri: str, experiment: str, trial_run, row):
+    from vggsweep import store
+    from vggsweep.tracking import JobTracker
 
-    tags = {"vggsweep.role": "confidence", SOURCE_RUN: row["run_id"],
-            "mlflow.parentRunId": row["parent_run_id"], "model": str(row.get("model")),
-            "activation": str(row.get("activation")), "vggsweep.trial_id": str(row["trial_id"])}
-    with mlflow.start_run(experiment_id=trial_run.info.experiment_id, tags=tags,
-                          run_name=f"confidence-{row['trial_id']}-seed{seed}"):
-        mlflow.log_params({"seed": seed, **{k: v for k, v in trial_run.data.params.items()
-                                            if k != "seed" and not k.startswith("optimizer_")}})
+    tracker = JobTracker(tracking_uri, experiment, trial_run.data.tags.get(store.JOB_KEY, ""), {})
+    tracker.attach(row["parent_run_id"])
+    return tracker
+
+
+def _recorded_retrain(tracker, cfg, trial_run, row, seed: int) -> dict:
+    from vggsweep import store
+
+    tags = {SOURCE_RUN: row["run_id"], "model": str(row.get("model")),
+            "activation": str(row.get("activation")), store.TRIAL_ID: str(row["trial_id"])}
+    params = {"seed": seed, **{k: v for k, v in trial_run.data.params.items()
+                               if k != "seed" and not k.startswith("optimizer_")}}
+    with tracker.child_run("confidence", f"confidence-{row['trial_id']}-seed{seed}", params,
+                           tags) as run:
         result = retrain(cfg, seed)
-        mlflow.log_metrics({k: float(v) for k, v in result.items()})
+        tracker.log_metrics(run.info.run_id, result)
     return result
 
 
-def _summarize(client, row, results: list[dict]) -> dict:
-    accuracies = [r["test_accuracy"] for r in results]
-    times = [r["train_time_s"] for r in results]
+def _summarize(tracker, row, results_: list[dict]) -> dict:
+    accuracies = [r["test_accuracy"] for r in results_]
+    times = [r["train_time_s"] for r in results_]
     acc_mean, acc_ci = mean_ci95(accuracies)
     time_mean, time_ci = mean_ci95(times)
     metrics = {"test_accuracy_mean": acc_mean, "test_accuracy_ci95": acc_ci,
                "train_time_s_mean": time_mean, "train_time_s_ci95": time_ci,
-               "confidence_seeds": len(results)}
-    for key, value in metrics.items():
-        if not math.isnan(value):
-            client.log_metric(row["run_id"], key, value)
+               "confidence_seeds": len(results_)}
+    tracker.log_metrics(row["run_id"], {k: v for k, v in metrics.items() if not math.isnan(v)})
     return {"run_id": row["run_id"], "model": row.get("model"),
             "activation": row.get("activation"), "trial_id": row["trial_id"],
             "val_accuracy": row["val_accuracy"], "test_accuracies": accuracies, **metrics}
@@ -157,27 +154,41 @@ def format_summary(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    from vggsweep import leaderboard
+def _parser():
+    from vggsweep import cli
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", required=True)
-    parser.add_argument("--tracking-uri", default=None, help=leaderboard.TRACKING_URI_HELP)
+    parser = cli.parser("python -m vggsweep.confidence", __doc__.splitlines()[0])
     parser.add_argument("--sweep", default=None, help="only trials of this sweep dir")
-    parser.add_argument("--top", type=int, default=3, help="configurations to retrain")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per configuration")
-    args = parser.parse_args(argv)
-    if args.top < 1 or args.seeds < 1:
-        print("error: --top and --seeds must be positive integers", file=sys.stderr)
-        return 2
-    uri = args.tracking_uri or leaderboard.default_tracking_uri()
-    try:
-        summary = run_confidence(uri, args.experiment, args.top, args.seeds, args.sweep)
-    except leaderboard.ResultsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    parser.add_argument("--top", type=cli.positive_int, default=3,
+                        help="configurations to retrain (the best on validation)")
+    parser.add_argument("--seeds", type=_seeds, default=5,
+                        help="seeds per configuration (>= 2: a confidence interval needs two)")
+    return parser
+
+
+def _seeds(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 (a 95% interval needs at "
+                                         f"least two seeds), got {text!r}")
+    return int(text)
+
+
+def _confidence_main(args) -> int:
+    from vggsweep import cli
+
+    summary = run_confidence(cli.tracking_uri(args), args.experiment, args.top, args.seeds,
+                             args.sweep)
     print(format_summary(summary))
     return 0
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status."""
+    from vggsweep import cli
+
+    return cli.run(_confidence_main, argv, _parser())
 
 
 if __name__ == "__main__":

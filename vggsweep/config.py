@@ -7,13 +7,12 @@ and raises `ConfigError` with one line naming the key and what is valid.
 
 from __future__ import annotations
 
-import inspect
 import itertools
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
 from vggsweep import space
+from vggsweep.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -28,21 +27,36 @@ def _locate(name: str) -> Path:
 
 CONF_DIR = _locate("conf")
 SWEEPS_DIR = _locate("sweeps")
+SLUG_LIMIT = 80  # characters of a job's folder name taken from its overrides
 
 ACTIVATIONS = (
     "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "silu", "swish", "leaky_relu", "softplus",
     "mish",
 )
-DATASETS = ("mnist", "digits")
-TUNERS = ("random", "grid", "bayesian", "hyperband", "quasi_random")
+DEFAULT_IMAGE_SIZE = 28  # models are checked at MNIST's size until the data is known
 GROUPS = ("model", "data", "optimizer", "tuner", "budget", "study")
 #: Flags that only print or inspect; they need no validation pass and no tracking store.
 INSPECT_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion",
                  "-sc", "--version")
 
 
-class ConfigError(ValueError):
-    """Bad user input; its message is the one line the user sees."""
+def slug(text: str) -> str:
+    """A flat, readable folder name for a job's overrides (no separators, bounded length)."""
+    import hashlib
+    import re
+
+    flat = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", str(text)).strip("_") or "job"
+    if len(flat) <= SLUG_LIMIT:
+        return flat
+    digest = hashlib.sha256(str(text).encode()).hexdigest()[:8]
+    return f"{flat[:SLUG_LIMIT - 9]}-{digest}"
+
+
+def register_resolvers() -> None:
+    """`${vggsweep_slug:...}` (the sweep's job folders), in every process that resolves them."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("vggsweep_slug", slug, replace=True)
 
 
 def register_configs() -> None:
@@ -171,10 +185,22 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     return [list(combination) for combination in itertools.product(*choices)]
 
 
-def validate(cfg) -> None:
-    """Checks a composed config; raises ConfigError with one line on the first problem."""
-    from vggsweep import models, optimizers
+def validate(cfg, image_size: int | None = None) -> None:
+    """Checks a composed config; raises ConfigError with one line on the first problem.
 
+    Args:
+        image_size: the size the models work at, when the data is known (`effective_image_size`);
+            default: the config's, else 28 (MNIST).
+    """
+    from omegaconf import OmegaConf
+
+    from vggsweep import data, models, schema, tuners
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: required here but not given (e.g. data=npz "
+                          "needs data.name=NAME data.path=FILE)")
+    schema.check_ranges(cfg)
     _check_activation(cfg.activation)
     family = cfg.model.get("family")
     if family not in models.FAMILIES:
@@ -184,46 +210,62 @@ def validate(cfg) -> None:
     _check_params("model", {k: v for k, v in cfg.model.items() if k != "family"},
                   {k: v for k, v in models.builder_params(family).items() if k != "activation"},
                   exclude=("activation",))
-    name = cfg.optimizer.get("name")
+    _check_optimizer(cfg.optimizer)
+    data.check_source(cfg.data)
+    size = image_size or cfg.data.image_size or DEFAULT_IMAGE_SIZE
+    models.check_space(family, {**cfg.model, "activation": "relu"}, size)
+    tuners.check(cfg)
+
+
+def _check_optimizer(optimizer) -> None:
+    from vggsweep import optimizers
+
+    name = optimizer.get("name")
     if name not in optimizers.OPTIMIZERS:
         raise ConfigError(
             f"optimizer.name={name!r} is not supported; valid: {', '.join(optimizers.OPTIMIZERS)}"
         )
-    _check_params("optimizer", {k: v for k, v in cfg.optimizer.items() if k != "name"},
-                  optimizers.builder_params())
-    schedule = cfg.optimizer.get("schedule", "constant")
-    if schedule not in optimizers.SCHEDULES:
-        raise ConfigError(f"optimizer.schedule={schedule!r} is not valid; valid: "
-                          f"{', '.join(optimizers.SCHEDULES)}")
-    if schedule == "exponential" and all(
-            not space.is_spec(cfg.optimizer.get(k)) and cfg.optimizer.get(k)
-            for k in ("decay_epochs", "decay_steps")):
-        raise ConfigError("optimizer: set decay_epochs or decay_steps, not both (the other 0)")
-    _check_sections(cfg)
-    from vggsweep import data
-
-    data.check_source(cfg.data)
-    models.check_space(family, {**cfg.model, "activation": "relu"}, cfg.data.image_size)
+    params = {k: v for k, v in optimizer.items() if k != "name"}
+    _check_params("optimizer", params, optimizers.builder_params())
+    for corner in _corners(params):
+        optimizers.check_point(corner)
 
 
-def model_point(cfg, hp_values=None) -> dict:
-    """The model builder's keyword arguments at one point (defaults where searched)."""
-    params = space.values(hp_values, {k: v for k, v in cfg.model.items() if k != "family"})
-    activation = space.plain(cfg.activation)
-    if space.is_spec(activation):
-        activation = (hp_values or {}).get("activation", space.default_value(activation))
-    params["activation"] = activation
-    return params
+def _corners(params) -> list[dict]:
+    """The points at the ends of every searched range (and every choice): enough to check
+    ranges that are monotone in each value."""
+    fixed, specs = space.split(params)
+    axes = {name: (spec["choice"] if "choice" in spec else [spec["min"], spec["max"]])
+            for name, spec in specs.items()}
+    return [{**fixed, **dict(zip(axes, values))} for values in itertools.product(*axes.values())]
+
+
+def effective_image_size(data_cfg, image_shape) -> int:
+    """The size the models work at: data.image_size, else the data's own (square) size.
+
+    Raises:
+        ConfigError: a size below the data's own (it would throw detail away), or non-square
+            images with no data.image_size to resize them to.
+    """
+    height, width = int(image_shape[0]), int(image_shape[1])
+    size = data_cfg.image_size
+    if size is None:
+        if height != width:
+            raise ConfigError(f"the images are {height}x{width}; set data.image_size=N to resize "
+                              "them to NxN inside the model")
+        return height
+    if size < max(height, width):
+        raise ConfigError(f"data.image_size={size} would shrink the {height}x{width} images; "
+                          f"valid: null (their own size) or >= {max(height, width)} "
+                          f"({max(height, width) + 4} pads, larger sizes resize)")
+    return int(size)
 
 
 def _check_activation(activation: Any) -> None:
     activation = space.plain(activation)
     names = activation
     if space.is_spec(activation):
-        try:
-            spec = space.check_spec("activation", activation)
-        except space.SpecError as error:
-            raise ConfigError(str(error)) from None
+        spec = space.check_spec("activation", activation)
         names = spec.get("choice")
         if names is None:
             raise ConfigError("activation: a search spec for activation needs `choice: [...]`")
@@ -246,10 +288,7 @@ def _check_params(section: str, params: dict, accepted: dict, exclude: tuple = (
 
 def _check_value(name: str, value: Any, expected: type | None) -> None:
     if space.is_spec(value):
-        try:
-            spec = space.check_spec(name, value)
-        except space.SpecError as error:
-            raise ConfigError(str(error)) from None
+        spec = space.check_spec(name, value)
         points = spec.get("choice", [spec.get("min"), spec.get("max")])
     else:
         points = [value]
@@ -270,34 +309,11 @@ def _type_ok(value: Any, expected: type | None) -> bool:
     return isinstance(value, expected)
 
 
-def _check_sections(cfg) -> None:
-    if cfg.tuner.name not in TUNERS:
-        raise ConfigError(f"tuner.name={cfg.tuner.name!r} is not valid; valid: {', '.join(TUNERS)}")
-    if cfg.tuner.keep not in ("best", "all"):
-        raise ConfigError(f"tuner.keep={cfg.tuner.keep!r} is not valid; valid: best, all")
-    if cfg.data.name not in DATASETS:
-        raise ConfigError(f"data.name={cfg.data.name!r} is not valid; valid: {', '.join(DATASETS)}")
-    positive = {
-        "budget.max_trials": cfg.budget.max_trials, "budget.epochs": cfg.budget.epochs,
-        "budget.batch_size": cfg.budget.batch_size, "data.image_size": cfg.data.image_size,
-        "budget.executions_per_trial": cfg.budget.executions_per_trial,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key}={value} must be a positive integer")
-    for key in ("train_samples", "test_samples"):
-        value = cfg.data.get(key)
-        if value is not None and value < 10:
-            raise ConfigError(f"data.{key}={value} is too small; use at least 10 (or null for all)")
-    if not 0.0 < cfg.data.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} must be between 0 and 1")
-
-
 def is_inspect_only(argv: list[str]) -> bool:
     """True for invocations that only print help or config (`--help`, `--cfg job`, ...)."""
     return any(arg in INSPECT_FLAGS or arg.split("=")[0] in INSPECT_FLAGS for arg in argv)
 
 
-def launch_dir() -> Path:
-    """The directory the user launched from (the default home of mlflow.db and tuner state)."""
-    return Path(os.environ.get("VGGSWEEP_HOME", os.getcwd())).resolve()
+
+
+register_resolvers()

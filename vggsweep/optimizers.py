@@ -8,8 +8,21 @@ from __future__ import annotations
 
 import inspect
 
+from vggsweep.errors import ConfigError
+
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
+#: Valid ranges of the numeric keys: (low, high, low inclusive, high inclusive).
+RANGES = {
+    "learning_rate": (0.0, None, False, False),
+    "beta_1": (0.0, 1.0, True, False),
+    "beta_2": (0.0, 1.0, True, False),
+    "momentum": (0.0, 1.0, True, False),
+    "decay_epochs": (0.0, None, True, False),
+    "decay_steps": (0, None, True, False),
+    "decay_rate": (0.0, 1.0, False, True),
+    "ema_momentum": (0.0, 1.0, True, False),
+}
 
 
 def build_optimizer(
@@ -74,6 +87,26 @@ def build_optimizer(
     if name == "sgd":
         return keras.optimizers.SGD(momentum=momentum, nesterov=nesterov, **common)
     raise ValueError(f"optimizer.name={name!r} is not supported; valid: {', '.join(OPTIMIZERS)}")
+
+
+def check_point(params: dict) -> None:
+    """Checks one point of the optimizer config (no Keras); ConfigError with one line."""
+    for key, (low, high, low_in, high_in) in RANGES.items():
+        value = params.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        too_low = value < low if low_in else value <= low
+        too_high = high is not None and (value > high if high_in else value >= high)
+        if too_low or too_high:
+            bound = f"{'>=' if low_in else '>'} {low}" + (
+                f" and {'<=' if high_in else '<'} {high}" if high is not None else "")
+            raise ConfigError(f"optimizer.{key}={value} is out of range; valid: {bound}")
+    schedule = params.get("schedule", "constant")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"optimizer.schedule={schedule!r} is not valid; valid: "
+                          f"{', '.join(SCHEDULES)}")
+    if schedule == "exponential" and params.get("decay_epochs") and params.get("decay_steps"):
+        raise ConfigError("optimizer: set decay_epochs or decay_steps, not both (the other 0)")
 
 
 def builder_params() -> dict:

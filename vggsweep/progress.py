@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -18,9 +17,9 @@ class Progress:
     """Prints `[job i/N name] trial j/M ...` lines with elapsed time, best so far and ETA."""
 
     def __init__(self, job_index: int, job_total: int | None, name: str, max_trials: int | None,
-                 verbose: int = 1, stream=None):
+                 verbose: int = 1, stream=None, worker: str | None = None):
         total = job_total or "?"
-        self.prefix = f"[job {job_index}/{total} {name}]"
+        self.prefix = f"[job {job_index}/{total} {name}{' ' + worker if worker else ''}]"
         self.max_trials = max_trials
         self.verbose = verbose
         self.stream = stream or sys.stdout
@@ -46,7 +45,7 @@ class Progress:
         return f"{int(trial_id) + 1}/{total}"
 
     def trial_end(self, trial_id: str, val_accuracy: float, test_accuracy: float,
-                  train_time_s: float) -> None:
+                  train_time_s: float, note: str | None = None) -> None:
         self.done += 1
         self.best = val_accuracy if self.best is None else max(self.best, val_accuracy)
         elapsed = time.perf_counter() - self.started
@@ -54,8 +53,9 @@ class Progress:
         if self.max_trials:
             remaining = max(self.max_trials - int(trial_id) - 1, 0)
             eta = f", eta {_clock(elapsed / self.done * remaining)}"
+        why = f" ({note})" if note else ""
         self._print(
-            f"trial {self._position(trial_id)} done in {train_time_s:.1f}s: val_accuracy "
+            f"trial {self._position(trial_id)} done in {train_time_s:.1f}s{why}: val_accuracy "
             f"{val_accuracy:.4f} (best {self.best:.4f}), test_accuracy {test_accuracy:.4f}; "
             f"elapsed {_clock(elapsed)}{eta}"
         )
@@ -70,9 +70,3 @@ class Progress:
         self._print(
             f"finished in {_clock(time.perf_counter() - self.started)}: {completed} trials "
             f"completed, {failed} failed{best}", level=0)
-
-
-def total_jobs() -> int | None:
-    """The sweep's job count, set by the entry point before Hydra starts the jobs."""
-    value = os.environ.get("VGGSWEEP_TOTAL_JOBS")
-    return int(value) if value else None

@@ -23,13 +23,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vggsweep.errors import SpecError
+
 SPEC_KEYS = {"choice", "min", "max", "step", "sampling", "default"}
 SAMPLINGS = ("linear", "log", "reverse_log")
 SCALAR_TYPES = (bool, int, float, str)
+#: A stepped range with more values than this is refused (a step of 1e-9 would not end).
+MAX_STEPPED_VALUES = 10_000
 
-
-class SpecError(ValueError):
-    """A search spec that does not follow the grammar."""
+__all__ = ["SpecError", "check_spec", "declare", "default_value", "grid_size", "is_spec",
+           "normalize", "plain", "point", "spec_type", "spec_values", "split", "values"]
 
 
 def is_spec(value: Any) -> bool:
@@ -116,9 +119,23 @@ def check_spec(name: str, spec: Mapping) -> dict:
         raise SpecError(f"{name}: sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     if sampling != "linear" and low <= 0:
         raise SpecError(f"{name}: {sampling} sampling needs min > 0, got {low}")
-    if spec_type(spec) is int and "step" in spec and not isinstance(spec["step"], int):
-        raise SpecError(f"{name}: an integer range needs an integer step, got {spec['step']!r}")
+    if "step" in spec:
+        _check_step(name, spec)
     return spec
+
+
+def _check_step(name: str, spec: Mapping) -> None:
+    step = spec["step"]
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
+        raise SpecError(f"{name}: step must be a number > 0, got {step!r}")
+    if spec_type(spec) is int and not isinstance(step, int):
+        raise SpecError(f"{name}: an integer range needs an integer step, got {step!r}")
+    if spec.get("sampling", "linear") == "linear":
+        count = (spec["max"] - spec["min"]) / step + 1
+        if count > MAX_STEPPED_VALUES:
+            raise SpecError(f"{name}: step {step} gives {count:.3g} values from {spec['min']} to "
+                            f"{spec['max']}; use a step giving at most {MAX_STEPPED_VALUES:,}, "
+                            "or no step (a continuous range)")
 
 
 def spec_type(spec: Mapping) -> type:
@@ -158,11 +175,9 @@ def spec_values(spec: Mapping) -> list | None:
         step = 1
     if step is None or spec.get("sampling", "linear") != "linear":
         return None
-    values, value = [], spec["min"]
-    while value <= spec["max"] + 1e-12:
-        values.append(round(value, 10) if isinstance(value, float) else value)
-        value += step
-    return values
+    count = int((spec["max"] - spec["min"]) / step + 1e-9) + 1  # step > 0: check_spec
+    values = [spec["min"] + index * step for index in range(count)]
+    return [round(value, 10) if isinstance(value, float) else value for value in values]
 
 
 def split(params: Mapping) -> tuple[dict, dict]:
@@ -250,3 +265,30 @@ def grid_size(params: Mapping) -> int | None:
             return None
         size *= len(points)
     return size
+
+
+def point(model: Mapping, optimizer: Mapping, activation: Any,
+          hp_values: Mapping | None = None) -> tuple[dict, dict]:
+    """The one map from config subtrees and a trial's values to the builders' arguments.
+
+    Args:
+        model: the `model` subtree (its `family` is left out of the result).
+        optimizer: the `optimizer` subtree (its `name` is kept).
+        activation: a name (fixed) or a search spec.
+        hp_values: the trial's values; None for the default point (the summary's).
+
+    Returns:
+        (model builder kwargs with `activation`, optimizer kwargs with `name`), every searched
+        value in the config's own type.
+    """
+    model_kwargs = values(hp_values, {k: v for k, v in plain(model).items() if k != "family"})
+    activation = plain(activation)
+    if is_spec(activation):
+        spec = normalize(activation)
+        chosen = (hp_values or {}).get("activation")
+        activation = default_value(spec) if chosen is None else coerce(spec, chosen)
+    model_kwargs["activation"] = activation
+    optimizer = plain(optimizer)
+    optimizer_kwargs = {"name": optimizer.get("name"),
+                        **values(hp_values, {k: v for k, v in optimizer.items() if k != "name"})}
+    return model_kwargs, optimizer_kwargs

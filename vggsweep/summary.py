@@ -12,7 +12,8 @@ import math
 import os
 import sys
 
-from vggsweep import config, models
+from vggsweep import config, models, space
+from vggsweep.errors import ConfigError
 
 #: MNIST and the digits dataset: 28x28 grayscale images, 10 classes.
 INPUT_SHAPE = (28, 28, 1)
@@ -48,9 +49,9 @@ def check_one_job(overrides: list[str]) -> None:
         jobs = config.expand_sweep(list(overrides))
     except Exception as error:  # noqa: BLE001 - Hydra's parse errors span several lines
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise config.ConfigError(f"cannot parse the overrides {overrides}: {first_line}") from None
+        raise ConfigError(f"cannot parse the overrides {overrides}: {first_line}") from None
     if len(jobs) > 1:
-        raise config.ConfigError(
+        raise ConfigError(
             f"the summary shows one model, but these overrides sweep {len(jobs)} combinations; "
             "give one value per key"
         )
@@ -60,13 +61,14 @@ def summarize(overrides: list[str]) -> str:
     """Composes and checks the config, builds the model, and returns the lines after its summary.
 
     Raises:
-        config.ConfigError: bad overrides or a model that cannot be built (one line).
+        ConfigError: bad overrides or a model that cannot be built (one line).
     """
     check_one_job(overrides)
     cfg = config.compose(overrides)
     config.validate(cfg)
-    family, image_size = cfg.model.family, cfg.data.image_size
-    params = config.model_point(cfg)
+    family = cfg.model.family
+    image_size = cfg.data.image_size or config.DEFAULT_IMAGE_SIZE
+    params, _ = space.point(cfg.model, cfg.optimizer, cfg.activation)
     geometry = models.check_geometry(family, params, image_size)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         text = summarize(args.overrides)
-    except config.ConfigError as error:
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(text)

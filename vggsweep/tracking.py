@@ -1,55 +1,25 @@
-"""MLflow: the store, one parent run per Hydra job, one nested child run per keras-tuner trial.
+"""The tracking boundary: the only module that writes to MLflow during a sweep.
 
-Every run this module opens ends FINISHED, FAILED (reason in the tag `vggsweep.failure_reason`) or
-KILLED, also when an exception or an interrupt goes through. A rerun of the same job reuses its
-parent run and marks the runs a killed process left RUNNING as KILLED.
+One parent run per Hydra job, one nested child run per keras-tuner trial, one run per confidence
+retraining. `run`, `tuning`, the workers and `confidence` call `JobTracker`'s methods; none of them
+imports MLflow. Everything goes through `MlflowClient` with explicit run ids (no fluent active-run
+state), so threads, workers and processes can share a store. Every run opened here ends FINISHED,
+FAILED (reason in the tag `vggsweep.failure_reason`) or KILLED, also when an exception or an
+interrupt goes through. A rerun of the same job reuses its parent run and marks the runs a killed
+process left RUNNING as KILLED.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
-from vggsweep.config import launch_dir
-
-ROLE, JOB_KEY, TRIAL_ID = "vggsweep.role", "vggsweep.job_key", "vggsweep.trial_id"
-FAILURE_REASON, SWEEP_DIR, OVERRIDES = (
-    "vggsweep.failure_reason", "vggsweep.sweep_dir", "vggsweep.overrides",
-)
-PARENT = "mlflow.parentRunId"
-
-
-def resolve_uri(uri: str | None) -> str:
-    """The tracking URI: the config's, else $MLFLOW_TRACKING_URI, else <launch dir>/mlflow.db."""
-    if uri:
-        return str(uri)
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{launch_dir() / 'mlflow.db'}"
-
-
-def artifact_root(uri: str) -> str | None:
-    """Artifacts beside a SQLite store (not in whatever directory a job runs in)."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-    return None
-
-
-def prepare_store(uri: str, experiment: str) -> str:
-    """Creates/migrates the store and the experiment once, before any job starts.
-
-    Several processes creating a fresh SQLite store at once corrupt it; doing it here, once,
-    makes the jobs only ever open an existing store. Returns the experiment id.
-    """
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    return client.create_experiment(experiment, artifact_location=artifact_root(uri))
+from vggsweep import results, store
+from vggsweep.errors import one_line
 
 
 def git_commit() -> str:
@@ -69,7 +39,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _status_for(error: BaseException | None) -> str:
+def status_for(error: BaseException | None) -> str:
+    """The MLflow status a run ends with after `error` (None: it ended normally)."""
     if error is None:
         return "FINISHED"
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
@@ -77,122 +48,158 @@ def _status_for(error: BaseException | None) -> str:
     return "FAILED"
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:500]
+def _param(value) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "-".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _metrics(values: dict, step: int = 0) -> list:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(key, float(value), now, step) for key, value in values.items()
+            if value is not None]
 
 
 class JobTracker:
     """The MLflow side of one job: its parent run and the child runs of its trials."""
 
     def __init__(self, uri: str, experiment: str, job_key: str, tags: dict):
-        import mlflow
-
-        self.mlflow = mlflow
         self.uri = uri
-        self.client = mlflow.MlflowClient(uri)
-        mlflow.set_tracking_uri(uri)
-        self.experiment_id = prepare_store(uri, experiment)
+        self.client = store.client(uri)
+        self.experiment_id = store.prepare(uri, experiment)
         self.job_key = job_key
         self.tags = {k: str(v) for k, v in tags.items()}
         self.parent_id: str | None = None
 
+    # ----------------------------------------------------------------------------------------
+    # The parent run.
+
     def find_parent(self) -> str | None:
         """The parent run of an earlier attempt at this job, if any."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{JOB_KEY}` = '{self.job_key}' and tags.`{ROLE}` = 'job'",
-            order_by=["attributes.start_time ASC"], max_results=1,
-        )
+        runs = store.retry(
+            self.client.search_runs, [self.experiment_id],
+            filter_string=f"tags.`{store.JOB_KEY}` = '{self.job_key}' and "
+                          f"tags.`{store.ROLE}` = 'job'",
+            order_by=["attributes.start_time ASC"], max_results=1)
         return runs[0].info.run_id if runs else None
 
     @contextlib.contextmanager
-    def parent_run(self, run_name: str):
+    def parent_run(self, run_name: str, params: dict | None = None):
         """Opens (or reopens) the job's parent run; ends it with a status whatever happens."""
         existing = self.find_parent()
-        tags = {**self.tags, ROLE: "job", JOB_KEY: self.job_key}
+        tags = {**self.tags, store.ROLE: "job", store.JOB_KEY: self.job_key}
         if existing:
-            run = self.mlflow.start_run(run_id=existing)
-            self.mlflow.set_tags({**tags, "vggsweep.resumed": "true"})
-            if self._has_tag(existing, FAILURE_REASON):
-                self.client.delete_tag(existing, FAILURE_REASON)
+            self.parent_id = existing
+            self.client.update_run(existing, status="RUNNING")
+            self._set_tags(existing, {**tags, store.RESUMED: "true"})
+            if store.FAILURE_REASON in self.client.get_run(existing).data.tags:
+                self.client.delete_tag(existing, store.FAILURE_REASON)
         else:
-            run = self.mlflow.start_run(
-                experiment_id=self.experiment_id, run_name=run_name, tags=tags
-            )
-        self.parent_id = run.info.run_id
+            run = store.retry(self.client.create_run, self.experiment_id, run_name=run_name,
+                              tags=tags)
+            self.parent_id = run.info.run_id
+            if params:
+                self.log_params(self.parent_id, params)
         self.kill_orphans()
         error = None
         try:
-            yield run
+            yield self.parent_id
         except BaseException as caught:
             error = caught
             raise
         finally:
             self._end(self.parent_id, error)
-            while self.mlflow.active_run() is not None:
-                self.mlflow.end_run(_status_for(error))
 
-    def _has_tag(self, run_id: str, key: str) -> bool:
-        return key in self.client.get_run(run_id).data.tags
+    def attach(self, parent_id: str) -> None:
+        """Writes trials under an existing parent run (a worker of a job another process runs)."""
+        self.parent_id = parent_id
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            store.retry(self.client.log_batch, run_id, params=items[start:start + 100])
+
+    def log_config(self, config: dict) -> None:
+        self.client.log_dict(self.parent_id, config, "config.yaml")
+
+    def finish_job(self, metrics: dict) -> None:
+        store.retry(self.client.log_batch, self.parent_id, metrics=_metrics(metrics))
 
     def fail_parent(self, reason: str) -> None:
         """Records why the job failed (its run then ends FAILED)."""
-        self.client.set_tag(self.parent_id, FAILURE_REASON, reason[:500])
+        self.client.set_tag(self.parent_id, store.FAILURE_REASON, reason[:500])
+
+    def _set_tags(self, run_id: str, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        store.retry(self.client.log_batch, run_id,
+                    tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def _end(self, run_id: str, error: BaseException | None) -> None:
-        status = _status_for(error)
+        status = status_for(error)
         if error is not None and status == "FAILED":
-            self.client.set_tag(run_id, FAILURE_REASON, _one_line(error))
-        if error is None and self._has_tag(run_id, FAILURE_REASON):
+            self.client.set_tag(run_id, store.FAILURE_REASON, one_line(error))
+        if error is None and store.FAILURE_REASON in self.client.get_run(run_id).data.tags:
             status = "FAILED"
         if status == "KILLED":
-            self.client.set_tag(run_id, FAILURE_REASON, "interrupted")
-        if self.mlflow.active_run() and self.mlflow.active_run().info.run_id == run_id:
-            self.mlflow.end_run(status)
-        else:
-            self.client.set_terminated(run_id, status)
+            self.client.set_tag(run_id, store.FAILURE_REASON, "interrupted")
+        store.retry(self.client.set_terminated, run_id, status)
 
-    def kill_orphans(self) -> None:
-        """Marks runs a killed process left RUNNING under this parent as KILLED."""
-        for run in self.children("attributes.status = 'RUNNING'"):
-            self.client.set_tag(run.info.run_id, FAILURE_REASON, "interrupted: the process ended "
-                                "while this trial was running; the trial was run again")
-            self.client.set_terminated(run.info.run_id, "KILLED")
+    # ----------------------------------------------------------------------------------------
+    # Trial runs.
 
     def children(self, extra: str = "") -> list:
         """The trial runs under this job's parent run, optionally filtered (`extra`)."""
-        query = f"tags.`{PARENT}` = '{self.parent_id}' and tags.`{ROLE}` = 'trial'"
+        query = (f"tags.`{store.PARENT}` = '{self.parent_id}' and "
+                 f"tags.`{store.ROLE}` = 'trial'")
         if extra:
             query += f" and {extra}"
-        return self.client.search_runs([self.experiment_id], filter_string=query,
-                                       max_results=5000)
+        return store.search_all_runs(self.client, [self.experiment_id], query)
+
+    def _kill(self, runs, reason: str) -> None:
+        for run in runs:
+            if run.info.status != "KILLED":
+                self.client.set_tag(run.info.run_id, store.FAILURE_REASON, reason)
+                store.retry(self.client.set_terminated, run.info.run_id, "KILLED")
+
+    def kill_orphans(self) -> None:
+        """Marks runs a killed process left RUNNING under this parent as KILLED."""
+        self._kill(self.children("attributes.status = 'RUNNING'"),
+                   "interrupted: the process ended while this trial was running; the trial was "
+                   "run again")
 
     def supersede_all(self, reason: str) -> None:
         """Marks every earlier trial run of this job KILLED (the search starts over)."""
-        for run in self.children():
-            if run.info.status != "KILLED":
-                self.client.set_tag(run.info.run_id, FAILURE_REASON, reason)
-                self.client.set_terminated(run.info.run_id, "KILLED")
+        self._kill(self.children(), reason)
 
     def supersede(self, trial_id: str) -> None:
         """Marks earlier runs of a trial that is about to run again as KILLED (no duplicates)."""
-        for run in self.children(f"tags.`{TRIAL_ID}` = '{trial_id}'"):
-            if run.info.status != "KILLED":
-                self.client.set_tag(run.info.run_id, FAILURE_REASON,
-                                    "superseded: this trial was run again")
-                self.client.set_terminated(run.info.run_id, "KILLED")
+        self._kill(self.children(f"tags.`{store.TRIAL_ID}` = '{trial_id}'"),
+                   "superseded: this trial was run again")
 
-    @contextlib.contextmanager
     def trial_run(self, trial_id: str, params: dict, tags: dict):
         """A nested child run for one trial; FINISHED, FAILED (with reason) or KILLED."""
         self.supersede(trial_id)
-        run = self.mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=f"trial-{trial_id}", nested=True,
-            tags={**{k: str(v) for k, v in tags.items()}, ROLE: "trial", JOB_KEY: self.job_key,
-                  TRIAL_ID: trial_id, PARENT: self.parent_id},
-        )
-        self.mlflow.log_params({k: _param(v) for k, v in params.items()})
+        return self.child_run("trial", f"trial-{trial_id}", params,
+                              {**tags, store.TRIAL_ID: trial_id})
+
+    @contextlib.contextmanager
+    def child_run(self, role: str, name: str, params: dict, tags: dict):
+        """A run nested under the parent (a trial, a confidence retraining); it ends FINISHED,
+        FAILED (with reason) or KILLED whatever happens."""
+        run = store.retry(
+            self.client.create_run, self.experiment_id, run_name=name,
+            tags={**{k: str(v) for k, v in tags.items()}, store.ROLE: role,
+                  store.JOB_KEY: self.job_key, store.PARENT: self.parent_id})
+        self.log_params(run.info.run_id, params)
         error = None
         try:
             yield run
@@ -202,20 +209,110 @@ class JobTracker:
         finally:
             self._end(run.info.run_id, error)
 
-    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
+        store.retry(self.client.log_batch, run_id, metrics=_metrics(metrics, step))
+
+    def log_epoch(self, run, logs: dict, epoch: int) -> None:
+        """One epoch's metrics of a trial, in one batch, at step = epoch (0-based)."""
+        store.retry(self.client.log_batch, run.info.run_id, metrics=_metrics(logs, epoch))
+
+    def finish_trial(self, run, metrics: dict, pruned: str | None = None) -> None:
+        """A trial's final metrics (the kept model's), and whether the pruner stopped it."""
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(store.PRUNED, "true"), RunTag("vggsweep.pruned_reason", pruned)] \
+            if pruned else []
+        store.retry(self.client.log_batch, run.info.run_id, metrics=_metrics(metrics),
+                    tags=tags)
 
     def trial_counts(self) -> dict:
-        """FINISHED / FAILED / KILLED child runs under the parent."""
-        counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0}
+        """FINISHED / FAILED / KILLED child runs under the parent (PRUNED ones are FINISHED)."""
+        counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0, "PRUNED": 0}
         for run in self.children():
             counts[run.info.status] = counts.get(run.info.status, 0) + 1
+            if results.trial_status(run) == "PRUNED":
+                counts["PRUNED"] += 1
         return counts
 
+    def best_trial(self):
+        """The job's best trial run, as the leaderboard ranks (None when none finished)."""
+        scored = [r for r in self.children("attributes.status = 'FINISHED'")
+                  if results.trial_status(r) == "FINISHED" and _kept(r) is not None]
+        if not scored:
+            return None
+        return min(scored, key=lambda r: results.rank_key(_kept(r), r.info.start_time,
+                                                          r.info.run_id))
 
-def _param(value) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "-".join(str(v) for v in value)
-    return str(value)
+    def first_failure(self) -> str:
+        for run in self.children("attributes.status = 'FAILED'"):
+            reason = run.data.tags.get(store.FAILURE_REASON)
+            if reason:
+                return reason
+        return ""
+
+    # ----------------------------------------------------------------------------------------
+    # Artifacts and the best model.
+
+    def log_artifact(self, path: str | os.PathLike, folder: str) -> None:
+        self.client.log_artifact(self.parent_id, str(path), folder)
+
+    def log_model(self, model, example, step: int = 0, metrics: dict | None = None) -> str:
+        """Logs `model` as the job's MLflow logged model (signature, input example, the job's
+        params, `metrics`); returns its URI (`models:/<id>`), loadable with
+        `mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True})`."""
+        import tempfile
+
+        import mlflow.keras
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model, infer_signature
+
+        params = {k: v[:6000] for k, v in self.client.get_run(self.parent_id).data.params.items()}
+        logged = self.client.create_logged_model(self.experiment_id, name="best_model",
+                                                 source_run_id=self.parent_id, params=params,
+                                                 model_type="keras image classifier")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = os.path.join(tmp, "model")
+                # The folder exists before the input example is written into it: MLflow 3
+                # writes the example first and fails otherwise (mlflow/mlflow#16183).
+                os.makedirs(local)
+                mlflow.keras.save_model(
+                    model, local, signature=infer_signature(example, model.predict(example,
+                                                                                   verbose=0)),
+                    input_example=example, pip_requirements=_requirements(),
+                    mlflow_model=Model(artifact_path=logged.artifact_location,
+                                       model_uuid=logged.model_id, run_id=self.parent_id,
+                                       model_id=logged.model_id))
+                self.client.log_model_artifacts(logged.model_id, local)
+        except BaseException:
+            self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(self.parent_id, [LoggedModelOutput(logged.model_id, step)])
+        if metrics:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.parent_id, metrics=[
+                Metric(k, float(v), now, step, model_id=logged.model_id)
+                for k, v in metrics.items()])
+        return logged.model_uri
+
+
+def _kept(run) -> float | None:
+    metrics = run.data.metrics
+    return metrics.get(results.KEPT_VAL_ACCURACY, metrics.get("val_accuracy"))
+
+
+def _requirements() -> list[str]:
+    """The pip requirements of the logged model, read from this environment (no subprocess)."""
+    from importlib import metadata
+
+    packages = ["keras", os.environ.get("KERAS_BACKEND", "tensorflow"), "numpy"]
+    found = []
+    for name in packages:
+        try:
+            found.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found

@@ -1,212 +1,109 @@
-"""keras-tuner, made to survive: oracles with atomic state, quasi-random search, and a tuner whose
-trials are MLflow child runs.
+"""The keras-tuner side of a job: the hypermodel (the space) and the tuner (one trial).
 
-Responsibilities follow keras-tuner's split: `SweepHyperModel` declares the space and builds a
-model; the oracles pick values; `SweepTuner.run_trial` trains one point and records it.
+Responsibilities follow keras-tuner's split: `SweepHyperModel` declares the space from config
+subtrees and builds a model at one point; the oracles (`vggsweep.oracles`) pick values;
+`SweepTuner.run_trial` trains the point with `training.train_one` and records it through the
+job's tracker. The same tuner runs alone in a job's process or as one of its workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
-import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import keras
 import keras_tuner as kt
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.hyperparameters import hp_types
 
-from vggsweep import config as config_module
-from vggsweep import models, space, training
-from vggsweep.config import ConfigError
+from vggsweep import models, results, space, training
+from vggsweep.errors import ModelConfigError, NonFiniteLoss
+from vggsweep.oracles import atomic_write_json
 
-OBJECTIVE = kt.Objective("val_accuracy", direction="max")
 BEST_MODEL = "best_model.keras"
+BEST_FILE = "best.json"
 CHECKPOINT = "checkpoint.weights.h5"
 
 
-class StateError(ConfigError):
-    """The tuner's saved state cannot be read."""
+@dataclass
+class JobContext:
+    """What a trial needs from its job (the same in every worker of the job)."""
 
-
-def atomic_write_json(path: str, obj) -> str:
-    """Writes JSON through a temporary file and a rename, so a kill never leaves half a file."""
-    text = json.dumps(obj)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return text
-
-
-class AtomicStateMixin:
-    """Saves the oracle's state and every trial's file atomically."""
-
-    def save(self):
-        atomic_write_json(self._get_oracle_fname(), self.get_state())
-
-    def _save_trial(self, trial):
-        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
-        atomic_write_json(path, trial.get_state())
-
-
-class RandomOracle(AtomicStateMixin, kt.oracles.RandomSearchOracle):
-    pass
-
-
-class GridOracle(AtomicStateMixin, kt.oracles.GridSearchOracle):
-    pass
-
-
-class BayesianOracle(AtomicStateMixin, kt.oracles.BayesianOptimizationOracle):
-    pass
-
-
-class HyperbandOracle(AtomicStateMixin, kt.oracles.HyperbandOracle):
-    pass
-
-
-class QuasiRandomOracle(AtomicStateMixin, kt.Oracle):
-    """Quasi-random search: a scrambled Sobol sequence (scipy.stats.qmc) mapped through each
-    hyperparameter's `prob_to_value`, the low-discrepancy exploration the Deep Learning Tuning
-    Playbook recommends. The n-th trial takes the n-th point, so a resumed search continues the
-    same sequence; points that map onto already-tried values are skipped.
-    """
-
-    def __init__(self, objective=None, max_trials=10, seed=None, **kwargs):
-        super().__init__(objective=objective, max_trials=max_trials, seed=seed, **kwargs)
-        self._next_index = 0
-
-    def _points(self, dimensions: int, index: int):
-        from scipy.stats import qmc
-
-        count = 1 << max(int(index).bit_length(), 4)  # a power of two keeps Sobol balanced
-        return qmc.Sobol(d=max(dimensions, 1), scramble=True, seed=self.seed).random(count)
-
-    def populate_space(self, trial_id):
-        space_ = self.hyperparameters.space
-        searched = [hp for hp in space_ if not isinstance(hp, hp_types.Fixed)]
-        fixed = {hp.name: hp.value for hp in space_ if isinstance(hp, hp_types.Fixed)}
-        for _ in range(1000):
-            index = self._next_index
-            self._next_index += 1
-            point = self._points(len(searched), index)[index]
-            values = dict(fixed)
-            values.update({hp.name: hp.prob_to_value(float(u)) for hp, u in zip(searched, point)})
-            if not self._duplicate(values):
-                return {"status": trial_module.TrialStatus.RUNNING, "values": values}
-        return {"status": trial_module.TrialStatus.STOPPED, "values": None}
-
-    def get_state(self):
-        state = super().get_state()
-        state["next_index"] = self._next_index
-        return state
-
-    def set_state(self, state):
-        super().set_state(state)
-        self._next_index = state.get("next_index", 0)
-
-
-def make_oracle(tuner_cfg, budget_cfg, seed: int):
-    """The oracle named by `tuner.name`, seeded with `seed`; a failed trial never aborts the
-    search."""
-    oracle = _new_oracle(tuner_cfg, budget_cfg, seed)
-    # keras-tuner replaces a falsy seed (our default, 0) by a random one: set it back.
-    oracle.seed = oracle._seed_state = seed
-    return oracle
-
-
-def _new_oracle(tuner_cfg, budget_cfg, seed: int):
-    common = {"objective": OBJECTIVE, "seed": seed,
-              "max_consecutive_failed_trials": budget_cfg.max_trials + 1}
-    name = tuner_cfg.name
-    if name == "random":
-        return RandomOracle(max_trials=budget_cfg.max_trials, **common)
-    if name == "grid":
-        return GridOracle(max_trials=budget_cfg.max_trials, **common)
-    if name == "bayesian":
-        return BayesianOracle(max_trials=budget_cfg.max_trials,
-                              num_initial_points=tuner_cfg.num_initial_points, **common)
-    if name == "hyperband":
-        return HyperbandOracle(max_epochs=budget_cfg.epochs, factor=tuner_cfg.factor,
-                               hyperband_iterations=tuner_cfg.hyperband_iterations, **common)
-    if name == "quasi_random":
-        return QuasiRandomOracle(max_trials=budget_cfg.max_trials, **common)
-    raise ConfigError(f"tuner.name={name!r} is not valid; valid: {', '.join(config_module.TUNERS)}")
+    tracker: object  # vggsweep.tracking.JobTracker
+    progress: object  # vggsweep.progress.Progress
+    seed: int
+    budget: object  # the budget config subtree
+    verbose: int
+    keep: str  # best | all
+    image_size: int
+    prune: bool = False  # report every epoch to the oracle, which may stop the trial
+    trial_params: dict = field(default_factory=dict)
+    trial_tags: dict = field(default_factory=dict)
+    compile_options: dict = field(default_factory=dict)
 
 
 class SweepHyperModel(kt.HyperModel):
-    """Declares the job's space from the config and builds + compiles a model at one point."""
+    """Declares the job's space from its config subtrees and builds a model at one point."""
 
-    def __init__(self, cfg, input_shape, num_classes, steps_per_epoch=None):
+    def __init__(self, model_cfg, optimizer_cfg, activation, *, input_shape, num_classes: int,
+                 image_size: int, epochs: int, steps_per_epoch: int | None = None):
         super().__init__()
-        self.steps_per_epoch = steps_per_epoch
-        self.epochs = cfg.budget.epochs
-        self.cfg = cfg
-        self.family = cfg.model.family
-        self.model_params = {k: v for k, v in cfg.model.items() if k != "family"}
-        self.optimizer_params = {k: v for k, v in cfg.optimizer.items() if k != "name"}
-        self.input_shape = input_shape
+        self.model_cfg = space.plain(model_cfg)
+        self.optimizer_cfg = space.plain(optimizer_cfg)
+        self.activation = space.plain(activation)
+        self.family = self.model_cfg["family"]
+        self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
+        self.image_size = image_size
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
 
     def declare_hyperparameters(self, hp):
-        space.declare(hp, {"activation": self.cfg.activation})
-        space.declare(hp, self.model_params)
-        space.declare(hp, self.optimizer_params)
+        space.declare(hp, {"activation": self.activation})
+        space.declare(hp, {k: v for k, v in self.model_cfg.items() if k != "family"})
+        space.declare(hp, {k: v for k, v in self.optimizer_cfg.items() if k != "name"})
 
-    def point(self, hp_values: dict) -> tuple[dict, dict]:
+    def point(self, hp_values: dict | None) -> tuple[dict, dict]:
         """(model builder kwargs, optimizer kwargs) at the trial's values."""
-        model_kwargs = config_module.model_point(self.cfg, hp_values)
-        optimizer_kwargs = {"name": self.cfg.optimizer.name,
-                            **space.values(hp_values, self.optimizer_params)}
-        return model_kwargs, optimizer_kwargs
+        return space.point(self.model_cfg, self.optimizer_cfg, self.activation, hp_values)
+
+    def typed_values(self, hp_values: dict) -> dict:
+        """The trial's values in the config's own types (booleans stay booleans)."""
+        model_kwargs, optimizer_kwargs = self.point(hp_values)
+        typed = {**model_kwargs, **optimizer_kwargs}
+        return {k: typed.get(k, v) for k, v in hp_values.items()}
 
     def build(self, hp):
         model_kwargs, optimizer_kwargs = self.point(hp.values)
-        model = models.build_model(
-            self.family, model_kwargs, input_shape=self.input_shape,
-            num_classes=self.num_classes, image_size=self.cfg.data.image_size,
-        )
-        # Hyperband trials train for their own number of epochs (tuner/epochs).
+        model = models.build_model(self.family, model_kwargs, input_shape=self.input_shape,
+                                   num_classes=self.num_classes, image_size=self.image_size)
         epochs = int(hp.values.get("tuner/epochs", self.epochs))
         training.compile_model(model, optimizer_kwargs, self.steps_per_epoch, epochs)
         return model
 
 
-def check_state_files(project_dir: Path) -> None:
-    """Fails with one line naming the file when saved tuner state is truncated or corrupt."""
-    for path in [project_dir / "oracle.json", *sorted(project_dir.glob("tuner*.json")),
-                 *sorted(project_dir.glob("trial_*/trial.json"))]:
-        if not path.is_file():
-            continue
+@contextlib.contextmanager
+def project_lock(project_dir: Path, name: str = ".best.lock"):
+    """An inter-process lock in the project (workers keep the best model one at a time)."""
+    import fcntl
+
+    project_dir.mkdir(parents=True, exist_ok=True)
+    with open(project_dir / name, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            json.loads(path.read_text())
-        except (ValueError, OSError) as error:
-            raise StateError(
-                f"tuner state file {path} is corrupt ({type(error).__name__}); rerun with "
-                f"tuner.fresh=true to start this job over, or delete {project_dir}"
-            ) from None
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class SweepTuner(kt.Tuner):
     """Runs each trial as an MLflow child run; keeps only the best model on disk by default."""
 
-    def __init__(self, oracle, hypermodel, *, job, **kwargs):
+    def __init__(self, oracle, hypermodel, *, job: JobContext, **kwargs):
         self.job = job
-        self.search_started = time.perf_counter()
-        self.completed_this_run = 0
         super().__init__(oracle, hypermodel, **kwargs)
 
     def _populate_initial_space(self):
@@ -221,91 +118,91 @@ class SweepTuner(kt.Tuner):
             self.oracle.save()
         atomic_write_json(self._get_tuner_fname(), self.get_state())
 
-    def pre_create_trial(self):
-        limit = self.job.budget.time_limit_s
-        if limit and time.perf_counter() - self.search_started > limit:
-            # No new trial starts: create_trial() answers STOPPED once max_trials is reached.
-            # keras-tuner reads max_trials=0 as "no limit": at least one trial always runs.
-            self.oracle.max_trials = max(len(self.oracle.trials), 1)
-            self.job.progress.note(f"time limit of {limit:g}s reached: no new trial starts")
-
     def on_trial_begin(self, trial):
         hps = trial.hyperparameters
         searched = {hp.name for hp in hps.space if not isinstance(hp, hp_types.Fixed)}
-        self.job.progress.trial_begin(
-            trial.trial_id, {k: v for k, v in self.trial_values(trial).items() if k in searched})
-
-    def trial_values(self, trial) -> dict:
-        """The trial's values in the config's own types (booleans stay booleans)."""
-        values = dict(trial.hyperparameters.values)
-        model_kwargs, optimizer_kwargs = self.hypermodel.point(values)
-        typed = {**model_kwargs, **optimizer_kwargs}
-        return {k: typed.get(k, v) for k, v in values.items()}
+        values = self.hypermodel.typed_values(dict(hps.values))
+        self.job.progress.trial_begin(trial.trial_id,
+                                      {k: v for k, v in values.items() if k in searched})
 
     def run_trial(self, trial, splits, **_):
-        values = self.trial_values(trial)
+        values = self.hypermodel.typed_values(dict(trial.hyperparameters.values))
         model_kwargs, optimizer_kwargs = self.hypermodel.point(values)
         params = {**values, **{k: v for k, v in model_kwargs.items() if k not in values},
                   "seed": self.job.seed + int(trial.trial_id), **self.job.trial_params}
-        with self.job.tracker.trial_run(trial.trial_id, params, self.job.trial_tags):
+        tags = {**self.job.trial_tags, "activation": model_kwargs["activation"]}
+        with self.job.tracker.trial_run(trial.trial_id, params, tags) as run:
             try:
-                return self._train_and_record(trial, values, splits, optimizer_kwargs)
-            except (training.NonFiniteLoss, models.ModelConfigError) as error:
+                return self._train_and_record(trial, run, values, splits, model_kwargs,
+                                              optimizer_kwargs)
+            except (NonFiniteLoss, ModelConfigError) as error:
                 raise kt.errors.FailedTrialError(str(error)) from error
 
-    def _train_and_record(self, trial, values, splits, optimizer_kwargs):
-        import mlflow
+    def _epoch_hook(self, trial, run, report: bool):
+        """Per epoch: the curves into MLflow (one batch), the value to the pruning oracle."""
+        def on_epoch(epoch: int, logs: dict) -> str | None:
+            if report:
+                self.job.tracker.log_epoch(run, logs, epoch)
+            if self.job.prune and "val_accuracy" in logs:
+                answer = self.oracle.update_trial(
+                    trial.trial_id, {"val_accuracy": float(logs["val_accuracy"])}, step=epoch)
+                if answer.status == trial_module.TrialStatus.STOPPED:
+                    return f"pruned after epoch {epoch + 1}"
+            return None
+        return on_epoch
 
-        epochs = int(values.get("tuner/epochs", self.job.budget.epochs))
-        initial_epoch = int(values.get("tuner/initial_epoch", 0))
-        results = []
+    def _train_and_record(self, trial, run, values, splits, model_kwargs, optimizer_kwargs):
+        budget = self.job.budget
+        epochs = int(values.get("tuner/epochs", budget.epochs))
+        promoted_from = values.get("tuner/trial_id")
+        executions = []
         for execution in range(self.executions_per_trial):
-            keras.utils.set_random_seed(self.job.seed + int(trial.trial_id) + 1000 * execution)
-            model = self._try_build(trial.hyperparameters)
-            if "tuner/trial_id" in values:
-                model.load_weights(self._checkpoint(values["tuner/trial_id"]))
-            callbacks = [mlflow.keras.MlflowCallback(log_every_epoch=True)] if execution == 0 else []
-            fit = training.fit(
-                model, splits, epochs=epochs, batch_size=self.job.budget.batch_size,
-                patience=self.job.budget.patience, initial_epoch=initial_epoch,
-                use_ema=bool(optimizer_kwargs.get("ema")), callbacks=callbacks,
-                verbose=self.job.verbose,
-            )
-            val_metrics, _ = training.evaluate(model, splits.x_val, splits.y_val, "val")
-            results.append((val_metrics["val_accuracy"], fit, model))
-        best_val, fit, model = max(results, key=lambda item: item[0])
-        mean_val = sum(item[0] for item in results) / len(results)
-        test_metrics, _ = training.evaluate(model, splits.x_test, splits.y_test, "test")
-        self.job.tracker.log_metrics(
-            {
-                "val_accuracy": mean_val, **test_metrics,
-                "train_time_s": fit.train_time_s, "epochs_run": fit.epochs_run,
-                "best_epoch": fit.best_epoch, "param_count": model.count_params(),
-                "images_per_s": fit.images_per_s,
-            },
-            step=initial_epoch + fit.epochs_run,
-        )
-        self._keep(trial.trial_id, model, mean_val)
-        self.job.progress.trial_end(trial.trial_id, mean_val, test_metrics["test_accuracy"],
-                                    fit.train_time_s)
+            executions.append(training.train_one(
+                self.hypermodel.family, model_kwargs, optimizer_kwargs, splits,
+                image_size=self.job.image_size, epochs=epochs, batch_size=budget.batch_size,
+                seed=self.job.seed + int(trial.trial_id) + 1000 * execution,
+                patience=budget.patience, initial_epoch=int(values.get("tuner/initial_epoch", 0)),
+                weights=self._checkpoint(promoted_from) if promoted_from else None,
+                on_epoch=self._epoch_hook(trial, run, report=execution == 0),
+                evaluate_test=False, verbose=self.job.verbose,
+                compile_options=self.job.compile_options))
+        best = max(executions, key=lambda trained: trained.val_accuracy)  # ties: the first
+        mean_val = sum(t.val_accuracy for t in executions) / len(executions)
+        test, predictions = training.evaluate(best.model, splits.x_test, splits.y_test, "test")
+        fit = best.fit
+        self.job.tracker.finish_trial(run, {
+            "val_accuracy_kept": mean_val, **test, "train_time_s": fit.train_time_s,
+            "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
+            "param_count": best.model.count_params(), "images_per_s": fit.images_per_s,
+        }, pruned=fit.stopped_by)
+        if fit.stopped_by is None:
+            self._keep(trial.trial_id, run, best.model, mean_val)
+        elif self.job.keep == "all":
+            best.model.save_weights(self._checkpoint(trial.trial_id))
+        self.job.progress.trial_end(trial.trial_id, mean_val, test["test_accuracy"],
+                                    fit.train_time_s, note=fit.stopped_by)
         return {"val_accuracy": mean_val}
 
     def _checkpoint(self, trial_id: str) -> str:
         return os.path.join(self.get_trial_dir(trial_id), CHECKPOINT)
 
-    def _keep(self, trial_id: str, model, score: float) -> None:
-        """Saves the model if it is the job's best so far (and every trial's weights for
-        Hyperband, which resumes promoted trials from them)."""
+    def _keep(self, trial_id: str, run, model, score: float) -> None:
+        """Saves the model if it is the job's best so far (ranked as the leaderboard ranks), and
+        every trial's weights for Hyperband, which resumes promoted trials from them."""
         if self.job.keep == "all":
             model.save_weights(self._checkpoint(trial_id))
-        best_file = Path(self.project_dir) / "best.json"
-        best = json.loads(best_file.read_text()) if best_file.is_file() else None
-        if best is not None and best["score"] >= score:
-            return
-        tmp = Path(self.project_dir) / f".tmp-{BEST_MODEL}"
-        model.save(tmp)
-        os.replace(tmp, Path(self.project_dir) / BEST_MODEL)
-        atomic_write_json(str(best_file), {"trial_id": trial_id, "score": score})
+        project = Path(self.project_dir)
+        key = results.rank_key(score, run.info.start_time, run.info.run_id)
+        with project_lock(project):
+            best_file = project / BEST_FILE
+            best = json.loads(best_file.read_text()) if best_file.is_file() else None
+            if best is not None and tuple(best.get("key", (-best["score"], 0, ""))) <= key:
+                return
+            tmp = project / f".tmp-{os.getpid()}-{BEST_MODEL}"
+            model.save(tmp)
+            os.replace(tmp, project / BEST_MODEL)
+            atomic_write_json(str(best_file), {"trial_id": trial_id, "score": score,
+                                               "run_id": run.info.run_id, "key": list(key)})
 
     def prune_checkpoints(self) -> None:
         """Deletes per-trial weights once the search is over: only the best model stays."""
@@ -323,19 +220,12 @@ class SweepTuner(kt.Tuner):
             self.job.progress.trial_failed(trial.trial_id, reason[-1] if reason else "unknown")
 
 
-def prepare_project(project_dir: Path, fresh: bool) -> None:
-    """Discards the project when `fresh`; refuses corrupt saved state with one line."""
-    if fresh and project_dir.exists():
-        shutil.rmtree(project_dir)
-    check_state_files(project_dir)
-
-
-def make_tuner(job, hypermodel, project_dir: Path, fresh: bool) -> SweepTuner:
-    """The job's tuner over its stable project directory (resumed unless `fresh`)."""
-    prepare_project(project_dir, fresh)
-    oracle = make_oracle(job.tuner_cfg, job.budget, job.seed)
+def make_tuner(job: JobContext, hypermodel: SweepHyperModel, oracle, project_dir: Path,
+               executions_per_trial: int = 1) -> SweepTuner:
+    """The job's tuner over its stable project directory (resumed when it holds state)."""
     return SweepTuner(
         oracle, hypermodel, job=job, directory=str(project_dir.parent),
         project_name=project_dir.name, overwrite=False,
-        executions_per_trial=job.budget.executions_per_trial,
+        executions_per_trial=executions_per_trial,
     )
+

@@ -10,22 +10,35 @@ import inspect
 import itertools
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from vggsweep import space
+from vggsweep.errors import ModelConfigError
 from vggsweep.models import blocks, cnn, mlp, vgg
-from vggsweep.models.blocks import POOLING, ModelConfigError
-from vggsweep.models.cnn import build_cnn
-from vggsweep.models.mlp import build_mlp
-from vggsweep.models.vgg import build_vgg
+from vggsweep.models.blocks import POOLING
 
 __all__ = [
-    "FAMILIES", "POOLING", "ModelConfigError", "build_model", "builder_params", "check_geometry",
-    "check_space", "defaults", "resolve",
+    "FAMILIES", "POOLING", "Family", "ModelConfigError", "build_model", "builder_params",
+    "check_geometry", "check_space", "defaults", "resolve",
 ]
 
-FAMILIES = {"cnn": build_cnn, "vgg": build_vgg, "mlp": build_mlp}
-_PLANS = {"cnn": cnn.plan, "vgg": vgg.plan, "mlp": mlp.plan}
+
+class Family(NamedTuple):
+    """A model family: its Keras builder (whose keyword arguments are the config's keys) and
+    its pure-Python plan (checks the values and gives each block's output shape)."""
+
+    build: Callable
+    plan: Callable
+
+
+#: The one registry of model families. To add one: a module with `build_*` and `plan`, then an
+#: entry here and a preset in conf/model/.
+FAMILIES: dict[str, Family] = {
+    "cnn": Family(cnn.build_cnn, cnn.plan),
+    "vgg": Family(vgg.build_vgg, vgg.plan),
+    "mlp": Family(mlp.build_mlp, mlp.plan),
+}
 #: Builder arguments that come from the data, not from the model config.
 CONTEXT_ARGS = ("input_shape", "num_classes", "image_size")
 _SCALARS = (int, float, bool, str)
@@ -38,7 +51,7 @@ def _builder(family: str):
         raise ModelConfigError(
             f"model.family={family!r} is not a model family; valid: {', '.join(FAMILIES)}"
         )
-    return FAMILIES[family]
+    return FAMILIES[family].build
 
 
 def builder_params(family: str) -> dict[str, type | None]:
@@ -91,7 +104,7 @@ def check_geometry(family: str, params: Mapping, image_size: int
     if not (blocks.is_int(image_size) and image_size >= 1):
         raise ModelConfigError(f"data.image_size={image_size!r} must be a positive integer")
     _builder(family)  # raises the one-line error for an unknown family
-    plan = _PLANS[family](resolve(family, params), image_size)
+    plan = FAMILIES[family].plan(resolve(family, params), image_size)
     return [(block.name, block.shape) for block in plan]
 
 
@@ -156,12 +169,12 @@ def build_model(family: str, params: Mapping, *, input_shape=(28, 28, 1), num_cl
 
     Args:
         family: cnn | vgg | mlp.
-        params: the builder's keyword arguments at one point (e.g. `config.model_point(cfg)`);
+        params: the builder's keyword arguments at one point (`space.point(...)[0]`);
             missing keys take the builder's defaults.
         input_shape: the shape of one image in the data (MNIST: 28x28x1).
         num_classes: width of the logits.
         image_size: the size the model works at (28 as is, 32 zero-padded, else resized).
     """
     check_geometry(family, params, image_size)
-    return FAMILIES[family](input_shape=tuple(input_shape), num_classes=num_classes,
-                            image_size=image_size, **resolve(family, params))
+    return FAMILIES[family].build(input_shape=tuple(input_shape), num_classes=num_classes,
+                                  image_size=image_size, **resolve(family, params))

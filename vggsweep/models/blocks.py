@@ -9,7 +9,7 @@ imported inside the layer functions only.
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from vggsweep.config import ConfigError
+from vggsweep.errors import ModelConfigError
 
 #: What happens to a pool (and to the cnn's valid convolution) that does not fit the feature map.
 POOLING = ("valid", "same", "skip")
@@ -28,10 +28,6 @@ ROTATION = 0.05
 BATCH_NORM_MOMENTUM = 0.9
 #: Largest input size tried when suggesting a `data.image_size` that fits.
 LARGEST_SUGGESTED_SIZE = 1024
-
-
-class ModelConfigError(ConfigError):
-    """A model configuration that cannot be built; its message is one line."""
 
 
 class Block(NamedTuple):

@@ -6,7 +6,7 @@ normalization, no dropout) the model has 889,834 parameters at 28x28x1 and 10 cl
 
 from collections.abc import Mapping
 
-from vggsweep.models import blocks
+import vggsweep.models.blocks as blocks
 
 
 def plan(params: Mapping, image_size: int) -> list[blocks.Block]:

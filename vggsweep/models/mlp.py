@@ -6,7 +6,7 @@ optimizer settings (the optimizer config), not part of the model.
 
 from collections.abc import Mapping
 
-from vggsweep.models import blocks
+import vggsweep.models.blocks as blocks
 
 
 def plan(params: Mapping, image_size: int) -> list[blocks.Block]:

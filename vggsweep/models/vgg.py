@@ -12,7 +12,7 @@ initialization and batch normalization make it learn (tests/test_models.py keeps
 
 from collections.abc import Mapping, Sequence
 
-from vggsweep.models import blocks
+import vggsweep.models.blocks as blocks
 
 #: Convolutions per stage of the paper's configurations.
 STAGES = {

@@ -1,0 +1,128 @@
+"""The device a job trains on, and what makes it fast there (`accelerator` config section).
+
+On a CPU the defaults are Keras' own. When a GPU is visible (or `accelerator.device=gpu`), the
+fast path turns on, each part overridable: XLA compilation, bf16 mixed precision, several steps
+per execution, larger batches with the learning rate scaled linearly, and the data kept on the
+device. Workers of a job either share one GPU (each with a memory limit) or get one each.
+Backend-specific code is guarded here; everything else stays backend-agnostic Keras.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+GPU_STEPS_PER_EXECUTION = 32
+GPU_BATCH_SCALE = 4
+
+
+def backend() -> str:
+    """The Keras backend this process trains with (KERAS_BACKEND, else Keras' config)."""
+    import keras
+
+    return keras.backend.backend()
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_count() -> int:
+    """GPUs the backend can see (0 without one, or with CUDA_VISIBLE_DEVICES empty)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return 0
+    name = backend()
+    try:
+        if name == "tensorflow":
+            import tensorflow as tf
+
+            return len(tf.config.list_physical_devices("GPU"))
+        if name == "jax":
+            import jax
+
+            return sum(1 for device in jax.devices() if device.platform == "gpu")
+        if name == "torch":
+            import torch
+
+            return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - a broken driver is no GPU
+        return 0
+    return 0
+
+
+def on_gpu(acc_cfg) -> bool:
+    """Whether the fast GPU path applies: device=gpu, or auto with a GPU visible."""
+    device = str(acc_cfg.device) if acc_cfg is not None else "auto"
+    if device == "cpu":
+        return False
+    return device == "gpu" or gpu_count() > 0
+
+
+def _choose(value, gpu: bool, on: object, off: object):
+    return value if value is not None else (on if gpu else off)
+
+
+def compile_options(acc_cfg) -> dict:
+    """`model.compile` options for this device: XLA and steps per execution."""
+    gpu = on_gpu(acc_cfg)
+    get = (lambda key: acc_cfg.get(key)) if acc_cfg is not None else (lambda key: None)
+    jit = get("jit_compile")
+    return {
+        "jit_compile": "auto" if jit is None and not gpu else bool(_choose(jit, gpu, True, False)),
+        "steps_per_execution": int(_choose(get("steps_per_execution"), gpu,
+                                           GPU_STEPS_PER_EXECUTION, 1)),
+    }
+
+
+def batch_scale(acc_cfg) -> int:
+    """How many times the configured batch a step takes (the learning rate scales with it)."""
+    value = acc_cfg.get("batch_scale") if acc_cfg is not None else None
+    return int(_choose(value, on_gpu(acc_cfg), GPU_BATCH_SCALE, 1))
+
+
+def mixed_precision(acc_cfg) -> bool:
+    value = acc_cfg.get("mixed_precision") if acc_cfg is not None else None
+    return bool(_choose(value, on_gpu(acc_cfg), True, False))
+
+
+def apply(acc_cfg) -> None:
+    """Per process, before any model is built: the global dtype policy."""
+    import keras
+
+    keras.config.set_dtype_policy("mixed_bfloat16" if mixed_precision(acc_cfg) else "float32")
+
+
+def describe(acc_cfg) -> str:
+    """One line for the parent run's `device` tag: what trained and how."""
+    if not on_gpu(acc_cfg):
+        return f"cpu ({os.cpu_count()} cores)"
+    options = compile_options(acc_cfg)
+    return (f"gpu x{max(gpu_count(), 1)}, xla={options['jit_compile']}, "
+            f"bf16={mixed_precision(acc_cfg)}, steps_per_execution="
+            f"{options['steps_per_execution']}, batch x{batch_scale(acc_cfg)}")
+
+
+def worker_env(acc_cfg, index: int, workers: int) -> dict:
+    """Environment of a job's worker `index` (0-based) of `workers`: its GPU, or its share."""
+    gpus = gpu_count() if on_gpu(acc_cfg) else 0
+    if gpus == 0:
+        return {"CUDA_VISIBLE_DEVICES": ""} if str(acc_cfg.device) == "cpu" else {}
+    if str(acc_cfg.gpu_sharing) == "one_each":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
+        return {"CUDA_VISIBLE_DEVICES": ids[index % len(ids)]}
+    share = max(1, min(workers, 64))
+    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX: no process takes the whole card
+           "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / share:.3f}",
+           "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+           "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    return env
+
+
+def limit_memory(acc_cfg) -> None:
+    """In a worker sharing a GPU, before the backend starts: at most `gpu_memory_mb`."""
+    megabytes = acc_cfg.get("gpu_memory_mb") if acc_cfg is not None else None
+    if not megabytes or not on_gpu(acc_cfg) or backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.set_logical_device_configuration(
+            gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=int(megabytes))])

@@ -1,0 +1,200 @@
+"""The launching process: check every job, let Hydra's launcher run them, read back the outcome.
+
+Before any job starts, every combination of the swept values is composed and validated, the data
+is loaded and checked, the tracking URI is checked and the saved tuner state is read (bad input:
+one line, exit 2, nothing created); the store is created once and the sweep directory is fixed.
+Hydra's launcher (basic, joblib, submitit) then runs the jobs wherever it runs them. After the jobs,
+whatever happened, the sweep's outcome, leaderboard and report are read back from the store, so
+they are the same for every launcher. Exit code: 0 every job completed, 1 some failed, 2 bad
+input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vggsweep import config, run, store
+from vggsweep.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
+                             ConfigError, one_line)
+
+
+@dataclass
+class Plan:
+    """What a sweep will do, known before any job starts."""
+
+    jobs: int  # distinct jobs (by job key)
+    multirun: bool
+    sweep_dir: Path
+    targets: list[tuple[str, str]] = field(default_factory=list)  # (tracking URI, experiment)
+    hydra_overrides: list[str] = field(default_factory=list)
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    return [arg for arg in argv if not arg.startswith("-")]
+
+
+def job_configs(argv: list[str]) -> tuple[list, object, bool]:
+    """Every job's composed config, the first one with Hydra's node, and whether it is a
+    multirun (`-m`, or a study that says so)."""
+    overrides = _overrides(argv)
+    multirun = "-m" in argv or "--multirun" in argv
+    combos = config.expand_sweep(overrides)
+    first = config.compose(combos[0], return_hydra_config=True)
+    study_params = first.hydra.sweeper.get("params") or {}
+    if first.hydra.mode is not None and str(first.hydra.mode).endswith("MULTIRUN"):
+        multirun = True
+    if not multirun and len(combos) > 1:
+        raise ConfigError(f"{len(combos)} combinations given without -m; add -m (multirun) to "
+                          "sweep them")
+    if multirun and study_params:
+        cli_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+        extra = [f"{k}={v}" for k, v in study_params.items() if k not in cli_keys]
+        combos = config.expand_sweep(extra + overrides)
+    return [config.compose(combo) for combo in combos], first, multirun
+
+
+def prevalidate(argv: list[str]) -> Plan:
+    """Checks every job of the sweep before any starts; raises ConfigError (one line)."""
+    from vggsweep import data
+
+    jobs, first, multirun = job_configs(argv)
+    keys, targets, uris_checked = set(), [], set()
+    for cfg in jobs:
+        config.validate(cfg)
+        splits = data.load(cfg.data)  # cached: the in-process jobs reuse it
+        config.validate(cfg, config.effective_image_size(cfg.data, splits.image_shape))
+        uri = store.resolve_uri(cfg.tracking.uri)
+        if uri not in uris_checked:
+            store.check_uri(uri)
+            uris_checked.add(uri)
+        key = run.job_key(cfg, uri)
+        if not cfg.tuner.fresh:
+            run.check_state_files(run.project_dir(cfg, key))
+        keys.add(key)
+        if (uri, cfg.experiment) not in targets:
+            targets.append((uri, cfg.experiment))
+    return Plan(len(keys), multirun, _sweep_dir(first, multirun), targets)
+
+
+def _sweep_dir(first, multirun: bool) -> Path:
+    """The sweep (or run) directory, resolved once: `${now:...}` would move if resolved later."""
+    resolved = first.hydra.sweep.dir if multirun else first.hydra.run.dir
+    return (store.launch_dir() / str(resolved)).resolve()
+
+
+def _quoted(path: Path) -> str:
+    text = str(path).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def write_manifest(plan: Plan, argv: list[str]) -> None:
+    """The sweep's manifest in its directory: its job count (progress lines) and where its runs
+    are recorded (rebuilding its outputs later)."""
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"jobs": plan.jobs, "targets": plan.targets, "argv": argv,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (plan.sweep_dir / run.MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    run.quiet_libraries()
+    if config.is_inspect_only(argv):
+        sys.exit(_run_hydra(argv))
+    try:
+        plan = prevalidate(argv)
+        from vggsweep import ui
+
+        for uri, experiment in plan.targets:
+            store.prepare(uri, experiment, ui.experiment_tags())
+    except ConfigError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    write_manifest(plan, argv)
+    key = "hydra.sweep.dir" if plan.multirun else "hydra.run.dir"
+    signal.signal(signal.SIGTERM, _terminate)
+    interrupted = False
+    try:
+        _run_hydra([*argv, f"{key}={_quoted(plan.sweep_dir)}"])
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: open MLflow runs were ended KILLED; rerun the same command to "
+              "resume", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _write_outputs(plan)
+    sys.exit(EXIT_INTERRUPTED if interrupted else outcome(plan))
+
+
+def _run_hydra(argv: list[str]) -> int:
+    import hydra
+
+    config.register_configs()
+    sys.argv = [sys.argv[0], *argv]
+    entry = hydra.main(config_path=str(config.CONF_DIR), config_name="config",
+                       version_base="1.3")(run.task)
+    entry()
+    return EXIT_OK
+
+
+def _job_runs(plan: Plan) -> list:
+    from vggsweep import results
+
+    found = []
+    for uri, experiment in plan.targets:
+        client, experiment_id = store.open_existing(uri, experiment)
+        found += results.job_runs(store.search_all_runs(client, [experiment_id]),
+                                  str(plan.sweep_dir))
+    return found
+
+
+def outcome(plan: Plan) -> int:
+    """The exit code the store gives for the sweep: every job run FINISHED, or why not."""
+    try:
+        jobs = _job_runs(plan)
+    except Exception as error:  # noqa: BLE001 - the store is unreadable: say so, exit 1
+        print(f"error: could not read the sweep's runs back: {one_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    failed = [j for j in jobs if j.info.status != "FINISHED"]
+    for job in failed:
+        reason = job.data.tags.get(store.FAILURE_REASON, job.info.status.lower())
+        print(f"job {job.info.run_name} ({job.data.tags.get(store.OVERRIDES, '')}) failed: "
+              f"{reason}", file=sys.stderr)
+    missing = plan.jobs - len(jobs)
+    if missing > 0:
+        print(f"{missing} job(s) recorded no run (see their logs in {plan.sweep_dir})",
+              file=sys.stderr)
+    bad = len(failed) + max(missing, 0)
+    if bad:
+        print(f"{bad}/{plan.jobs} jobs failed", file=sys.stderr)
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def _write_outputs(plan: Plan) -> None:
+    """Writes the leaderboard, plots and report of the sweep, from the store."""
+    from vggsweep import outputs, ui
+
+    for uri, experiment in plan.targets:
+        folder = plan.sweep_dir if len(plan.targets) == 1 else plan.sweep_dir / experiment
+        try:
+            written = outputs.write_sweep_outputs(folder, uri, experiment,
+                                                  sweep=str(plan.sweep_dir))
+        except Exception as error:  # noqa: BLE001 - the sweep's results are in MLflow anyway
+            print(f"warning: could not write the sweep outputs in {folder}: {one_line(error)}",
+                  file=sys.stderr)
+            continue
+        print(f"leaderboard: {written['leaderboard']}", flush=True)
+        if "report" in written:
+            print(f"report: {written['report']}", flush=True)
+        print(f"MLflow UI: {ui.hint(uri, experiment)}", flush=True)
+
+

@@ -1,0 +1,75 @@
+"""`python -m vggsweep.worker`: train trials of a running job (keras-tuner's distributed mode).
+
+A job with `tuner.workers=N` starts N of these itself. To add a worker on another machine, give it
+the chief's address (printed by the job), the job's tuner project (a shared folder: it holds
+`job.json`, written by the job) and, if the job's tracking URI is not reachable from there as
+written, one that is (the same store):
+
+    python -m vggsweep.worker --chief HOST:PORT --project /shared/tuner_state/EXP-KEY \\
+        --worker-id hostb-0 [--tracking-uri http://tracking-server:5000]
+
+Each trial it trains is a child run of the job's parent run, tagged `vggsweep.worker`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from vggsweep import cli, store
+from vggsweep.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m vggsweep.worker", "Train trials of a running vggsweep job.",
+                        experiment=False)
+    parser.add_argument("--chief", required=True, help="the job's oracle, HOST:PORT")
+    parser.add_argument("--project", required=True, help="the job's tuner project folder")
+    parser.add_argument("--worker-id", required=True,
+                        help="a name unique in the job (a restarted worker keeps its name)")
+    return parser
+
+
+def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _worker_main(args: argparse.Namespace) -> int:
+    project = Path(args.project).expanduser().resolve()
+    if not (project / "job.json").is_file():
+        raise ConfigError(f"--project {project} holds no job.json; give the tuner project the "
+                          "job printed (tuner_state/<experiment>-<job key>)")
+    if "chief" in args.worker_id:
+        raise ConfigError(f"--worker-id {args.worker_id!r}: a worker's name may not contain "
+                          "'chief' (keras-tuner reserves it)")
+    host, _, port = args.chief.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--chief {args.chief!r}: give HOST:PORT, e.g. 127.0.0.1:50051")
+    os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port,
+                      KERASTUNER_TUNER_ID=args.worker_id)
+    signal.signal(signal.SIGTERM, _terminate)
+    from vggsweep import accelerator, run, search
+
+    run.quiet_libraries()
+    job = search.Job.load(project, args.tracking_uri)
+    accelerator.limit_memory(job.cfg.accelerator)
+    accelerator.apply(job.cfg.accelerator)
+    tracker = job.tracker()
+    tracker.tags[store.WORKER] = args.worker_id
+    report = job.progress(worker=args.worker_id)
+    tuner = job.tuner(tracker, report)
+    tuner.job.trial_tags[store.WORKER] = args.worker_id
+    tuner.search(job.splits, verbose=0)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status."""
+    return cli.run(_worker_main, argv, _parser())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
