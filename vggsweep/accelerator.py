@@ -9,18 +9,61 @@ Backend-specific code is guarded here; everything else stays backend-agnostic Ke
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import re
+import sys
+import tempfile
 
 GPU_STEPS_PER_EXECUTION = 32
 GPU_BATCH_SCALE = 4
+#: What TensorFlow's native code prints on a CPU-only machine, and is no problem: notes on
+#: oneDNN, on missing CUDA drivers, "failed call to cuInit", CPU instruction sets.
+BENIGN = re.compile(
+    r"All log messages before absl::InitializeLog|port\.cc:\d+\] oneDNN custom operations"
+    r"|cudart_stub\.cc|cuda_platform\.cc:\d+\] failed call to cuInit|cuda_executor|"
+    r"cpu_feature_guard|To enable the following instructions|rebuild TensorFlow with the "
+    r"appropriate compiler flags|computation_placer|TF-TRT Warning|Unable to register cu")
+
+
+@contextlib.contextmanager
+def native_quiet():
+    """Hides what native libraries print on stderr meanwhile when it is benign (`BENIGN`);
+    anything else still reaches stderr, after the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().decode(errors="replace").splitlines()
+                    if line.strip() and not BENIGN.search(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr, flush=True)
+
+
+@functools.lru_cache(maxsize=1)
+def keras_module():
+    """Keras, imported once with the backend's benign start-up notes hidden."""
+    with native_quiet():
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the cuInit probe happens here, quietly
+    return keras
 
 
 def backend() -> str:
     """The Keras backend this process trains with (KERAS_BACKEND, else Keras' config)."""
-    import keras
-
-    return keras.backend.backend()
+    return keras_module().backend.backend()
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,6 +72,11 @@ def gpu_count() -> int:
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return 0
     name = backend()
+    with native_quiet():
+        return _count(name)
+
+
+def _count(name: str) -> int:
     try:
         if name == "tensorflow":
             import tensorflow as tf
@@ -84,8 +132,7 @@ def mixed_precision(acc_cfg) -> bool:
 
 def apply(acc_cfg) -> None:
     """Per process, before any model is built: the global dtype policy."""
-    import keras
-
+    keras = keras_module()
     keras.config.set_dtype_policy("mixed_bfloat16" if mixed_precision(acc_cfg) else "float32")
 
 
@@ -119,7 +166,7 @@ def worker_env(acc_cfg, index: int, workers: int) -> dict:
 def limit_memory(acc_cfg) -> None:
     """In a worker sharing a GPU, before the backend starts: at most `gpu_memory_mb`."""
     megabytes = acc_cfg.get("gpu_memory_mb") if acc_cfg is not None else None
-    if not megabytes or not on_gpu(acc_cfg) or backend() != "tensorflow":
+    if not megabytes or backend() != "tensorflow" or not on_gpu(acc_cfg):
         return
     import tensorflow as tf
 

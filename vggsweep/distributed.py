@@ -82,6 +82,7 @@ def serve(job, tuner, report, parent_run_id: str) -> None:
     """Runs the job's search on `tuner.workers` worker processes; returns when it is over."""
     cfg = job.cfg
     job.save(parent_run_id)
+    tuner.oracle.verbose = 0  # keras-tuner's own display off: workers print progress lines
     tuner.save()
     chief = Chief(tuner.oracle, cfg.tuner.chief_host, cfg.tuner.chief_port)
     workers = cfg.tuner.workers

@@ -11,7 +11,6 @@ input, 130 interrupted.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -31,6 +30,8 @@ class Plan:
     multirun: bool
     sweep_dir: Path
     targets: list[tuple[str, str]] = field(default_factory=list)  # (tracking URI, experiment)
+    keys: list[str] = field(default_factory=list)  # the jobs' keys: their runs in the store
+    projects: dict[str, Path] = field(default_factory=dict)  # job key -> tuner project
     hydra_overrides: list[str] = field(default_factory=list)
 
 
@@ -63,7 +64,7 @@ def prevalidate(argv: list[str]) -> Plan:
     from vggsweep import data
 
     jobs, first, multirun = job_configs(argv)
-    keys, targets, uris_checked = set(), [], set()
+    keys, targets, uris_checked, projects = set(), [], set(), {}
     for cfg in jobs:
         config.validate(cfg)
         splits = data.load(cfg.data)  # cached: the in-process jobs reuse it
@@ -76,15 +77,32 @@ def prevalidate(argv: list[str]) -> Plan:
         if not cfg.tuner.fresh:
             run.check_state_files(run.project_dir(cfg, key))
         keys.add(key)
+        projects[key] = run.project_dir(cfg, key)
         if (uri, cfg.experiment) not in targets:
             targets.append((uri, cfg.experiment))
-    return Plan(len(keys), multirun, _sweep_dir(first, multirun), targets)
+    explicit = any(o.split("=", 1)[0] in ("hydra.sweep.dir", "hydra.run.dir")
+                   for o in _overrides(argv))
+    return Plan(len(keys), multirun, _sweep_dir(first, multirun, explicit), targets,
+                sorted(keys), projects)
 
 
-def _sweep_dir(first, multirun: bool) -> Path:
-    """The sweep (or run) directory, resolved once: `${now:...}` would move if resolved later."""
+def _sweep_dir(first, multirun: bool, explicit: bool) -> Path:
+    """The sweep (or run) directory, resolved once (`${now:...}` would move if resolved later)
+    and, unless the user named it, claimed: a sweep started in the same second by another
+    process gets its own (`-1`, `-2`, ...), so that every sweep's runs can be told apart."""
     resolved = first.hydra.sweep.dir if multirun else first.hydra.run.dir
-    return (store.launch_dir() / str(resolved)).resolve()
+    wanted = (store.launch_dir() / str(resolved)).resolve()
+    if explicit:
+        return wanted
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ["", *(f"-{n}" for n in range(1, 1000))]:
+        candidate = wanted.with_name(wanted.name + suffix)
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{wanted}: a thousand sweeps started this second; name hydra.sweep.dir")
 
 
 def _quoted(path: Path) -> str:
@@ -96,9 +114,9 @@ def write_manifest(plan: Plan, argv: list[str]) -> None:
     """The sweep's manifest in its directory: its job count (progress lines) and where its runs
     are recorded (rebuilding its outputs later)."""
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"jobs": plan.jobs, "targets": plan.targets, "argv": argv,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    (plan.sweep_dir / run.MANIFEST).write_text(json.dumps(manifest, indent=1))
+    store.write_manifest(plan.sweep_dir, {
+        "jobs": plan.jobs, "job_keys": plan.keys, "targets": plan.targets, "argv": argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -152,8 +170,8 @@ def _job_runs(plan: Plan) -> list:
     found = []
     for uri, experiment in plan.targets:
         client, experiment_id = store.open_existing(uri, experiment)
-        found += results.job_runs(store.search_all_runs(client, [experiment_id]),
-                                  str(plan.sweep_dir))
+        found += [run_ for run_ in results.job_runs(store.search_all_runs(client, [experiment_id]))
+                  if run_.data.tags.get(store.JOB_KEY) in plan.keys]
     return found
 
 
@@ -164,7 +182,12 @@ def outcome(plan: Plan) -> int:
     except Exception as error:  # noqa: BLE001 - the store is unreadable: say so, exit 1
         print(f"error: could not read the sweep's runs back: {one_line(error)}", file=sys.stderr)
         return EXIT_FAILED
-    failed = [j for j in jobs if j.info.status != "FINISHED"]
+    elsewhere = [j for j in jobs if j.info.status == "RUNNING"
+                 and run.job_running(plan.projects.get(j.data.tags.get(store.JOB_KEY)))]
+    for job in elsewhere:
+        print(f"job {job.info.run_name}: another process is running it again now",
+              file=sys.stderr)
+    failed = [j for j in jobs if j.info.status != "FINISHED" and j not in elsewhere]
     for job in failed:
         reason = job.data.tags.get(store.FAILURE_REASON, job.info.status.lower())
         print(f"job {job.info.run_name} ({job.data.tags.get(store.OVERRIDES, '')}) failed: "
@@ -186,8 +209,7 @@ def _write_outputs(plan: Plan) -> None:
     for uri, experiment in plan.targets:
         folder = plan.sweep_dir if len(plan.targets) == 1 else plan.sweep_dir / experiment
         try:
-            written = outputs.write_sweep_outputs(folder, uri, experiment,
-                                                  sweep=str(plan.sweep_dir))
+            written = outputs.write_sweep_outputs(folder, uri, experiment, job_keys=plan.keys)
         except Exception as error:  # noqa: BLE001 - the sweep's results are in MLflow anyway
             print(f"warning: could not write the sweep outputs in {folder}: {one_line(error)}",
                   file=sys.stderr)

@@ -60,6 +60,7 @@ def write_sweep_outputs(
     parent_run_ids: Iterable[str] | None = None,
     *,
     sweep: str | None = None,
+    job_keys: Iterable[str] | None = None,
 ) -> dict[str, Path]:
     """Writes `leaderboard.csv`, the sweep plots and `report.html` into `sweep_dir`.
 
@@ -72,6 +73,8 @@ def write_sweep_outputs(
         experiment: experiment name.
         parent_run_ids: the sweep's job runs; None for every job (after `sweep`).
         sweep: only jobs whose recorded sweep directory is this path or ends with it.
+        job_keys: only these jobs (a sweep's manifest lists them; a job run by several sweeps
+            is recorded under the last one's directory).
 
     Returns:
         Output name -> path, for the outputs that were written.
@@ -82,7 +85,7 @@ def write_sweep_outputs(
     sweep_dir = Path(sweep_dir)
     parent_run_ids = None if parent_run_ids is None else list(parent_run_ids)
     trials = results.load_trials(tracking_uri, experiment, parent_run_ids=parent_run_ids,
-                                 sweep=sweep)
+                                 sweep=sweep, job_keys=job_keys)
     outputs = {"leaderboard": leaderboard.write_table(trials, sweep_dir / LEADERBOARD_NAME)}
     client, _ = store.open_existing(tracking_uri, experiment)
     try:
@@ -106,7 +109,9 @@ def write_report(sweep_dir: str | os.PathLike, tracking_uri: str, experiment: st
     if not Path(sweep_dir).is_dir():
         raise ResultsError(f"--sweep-dir {str(sweep_dir)!r} is not a directory; pass the Hydra "
                            "sweep dir, e.g. multirun/<date>/<time>")
-    written = write_sweep_outputs(sweep_dir, tracking_uri, experiment, sweep=str(sweep_dir))
+    keys = store.read_manifest(sweep_dir).get("job_keys")
+    written = write_sweep_outputs(sweep_dir, tracking_uri, experiment,
+                                  sweep=None if keys else str(sweep_dir), job_keys=keys)
     if "report" not in written:
         target = Path(sweep_dir) / page.REPORT_NAME
         raise ResultsError(f"could not write {target} (see the warning above)")

@@ -198,6 +198,7 @@ def load_trials(
     model: str | None = None,
     status: str | None = None,
     include_optimizer_params: bool = False,
+    job_keys: Iterable[str] | None = None,
 ) -> pd.DataFrame:
     """One row per keras-tuner trial run of `experiment`, ranked on validation accuracy.
 
@@ -209,6 +210,7 @@ def load_trials(
         model: keep trials of this model option (e.g. `cnn`).
         status: keep runs with this status (finished, pruned, failed, killed; any case).
         include_optimizer_params: keep `optimizer_*` params (logged by older versions).
+        job_keys: keep trials of these jobs only.
 
     Raises:
         ResultsError: unknown store, experiment, sweep, model or status.
@@ -222,6 +224,9 @@ def load_trials(
     kept_parent_ids = _kept_parent_ids(job_runs(runs), parent_run_ids, sweep)
     if kept_parent_ids is not None:
         trials = [t for t in trials if t.data.tags.get(store.PARENT) in kept_parent_ids]
+    if job_keys is not None:
+        keys = set(job_keys)
+        trials = [t for t in trials if t.data.tags.get(store.JOB_KEY) in keys]
     _check_choice(model, (t.data.tags.get("model") for t in trials), "model")
     runs_by_id = {r.info.run_id: r for r in runs}
     records = [_trial_record(t, runs_by_id, include_optimizer_params) for t in trials]

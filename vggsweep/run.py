@@ -8,6 +8,7 @@ outcome back from the store (`vggsweep.launch`), whichever Hydra launcher ran th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,8 +28,6 @@ from vggsweep.search import JobInfo, JobResult, container
 NON_IDENTITY_KEYS = (("budget", "max_trials"), ("budget", "time_limit_s"), ("tuner", "fresh"),
                      ("tracking", "log_model"), ("verbose",), ("tuner", "workers"),
                      ("tuner", "chief_host"), ("tuner", "chief_port"))
-#: The sweep's manifest in its directory: written by the launcher, read by each job.
-MANIFEST = ".vggsweep-sweep.json"
 
 
 def identity(cfg) -> dict:
@@ -94,16 +93,6 @@ def prepare_project(project_dir: Path, fresh: bool) -> None:
     check_state_files(project_dir)
 
 
-def read_manifest(sweep_dir: str | None) -> dict:
-    """The sweep's manifest (its job count...), {} when the job runs outside a vggsweep sweep."""
-    if not sweep_dir:
-        return {}
-    try:
-        return json.loads((Path(sweep_dir) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def hydra_info() -> JobInfo:
     """The job's model option, overrides, sweep dir and position, from Hydra (inside a job)."""
     from hydra.core.hydra_config import HydraConfig
@@ -118,7 +107,7 @@ def hydra_info() -> JobInfo:
         overrides=" ".join(hydra_cfg.overrides.task),
         sweep_dir=sweep_dir,
         index=(hydra_cfg.job.num + 1) if multirun else 1,
-        total=read_manifest(sweep_dir).get("jobs"),
+        total=store.read_manifest(sweep_dir).get("jobs"),
     )
 
 
@@ -126,6 +115,7 @@ def quiet_libraries() -> None:
     """Per process (Hydra's parallel launchers start new ones): libraries' logs to warnings."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no store-creation notes
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one per run
     for name in ("mlflow", "alembic", "tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -163,13 +153,49 @@ def run_job(cfg, info: JobInfo | None = None) -> JobResult:
     prepare_project(project, cfg.tuner.fresh)
     from vggsweep import accelerator
 
-    accelerator.apply(cfg.accelerator)
+    accelerator.apply(cfg.accelerator)  # imports Keras quietly, before anything else does
     job = search.Job(cfg=cfg, info=info, name=_name(cfg, info), key=key, uri=uri,
                      project=project, splits=splits, image_size=image_size)
-    started = time.perf_counter()
-    tracker = job.tracker()
-    with tracker.parent_run(run_name=job.name, params=fixed_params(cfg)):
-        if cfg.tuner.fresh:
-            tracker.supersede_all("superseded: tuner.fresh=true started this job over")
-        tracker.log_config(container(cfg))
-        return search.run(job, tracker, started)
+    with job_lock(project, job.name):
+        started = time.perf_counter()
+        tracker = job.tracker()
+        with tracker.parent_run(run_name=job.name, params=fixed_params(cfg)):
+            if cfg.tuner.fresh:
+                tracker.supersede_all("superseded: tuner.fresh=true started this job over")
+            tracker.log_config(container(cfg))
+            return search.run(job, tracker, started)
+
+
+def job_running(project: Path | None) -> bool:
+    """Whether a process holds the job's lock now (it is running the job)."""
+    import fcntl
+
+    if project is None or not (project / ".job.lock").is_file():
+        return False
+    with open(project / ".job.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+@contextlib.contextmanager
+def job_lock(project: Path, name: str):
+    """One process at a time runs a job: another one running the same job waits, then resumes
+    it (and finds it done). Workers of the job take no lock: they serve its process."""
+    import fcntl
+
+    project.mkdir(parents=True, exist_ok=True)
+    with open(project / ".job.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[{name}] another process is running this job; waiting for it to end",
+                  flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -7,6 +7,8 @@ by `vggsweep.distributed`), then the job's summary and best model in MLflow.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 import time
@@ -124,8 +126,9 @@ class Job:
                                      enqueue=space.plain(cfg.tuner.enqueue))
         if cfg.budget.time_limit_s:
             oracle.deadline = time.monotonic() + cfg.budget.time_limit_s
-        return tuning.make_tuner(self.context(tracker, report), hypermodel, oracle, self.project,
-                                 cfg.budget.executions_per_trial)
+        with contextlib.redirect_stdout(io.StringIO()):  # keras-tuner's "Reloading Tuner from"
+            return tuning.make_tuner(self.context(tracker, report), hypermodel, oracle,
+                                     self.project, cfg.budget.executions_per_trial)
 
     def save(self, parent_run_id: str) -> Path:
         """Writes what a worker needs to join this job (`job.json` in the project)."""

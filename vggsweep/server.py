@@ -41,7 +41,7 @@ def postgres_bin() -> Path:
     """The folder of PostgreSQL's server programs (initdb, pg_ctl), or a one-line error."""
     found = shutil.which("pg_ctl")
     if found:
-        return Path(found).parent
+        return Path(found).resolve().parent  # Debian links pg_ctl alone into /usr/local/bin
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
     if candidates:
         return Path(candidates[0]).parent
@@ -61,8 +61,13 @@ class Postgres:
 
     def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
         prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
-        return subprocess.run([*prefix, *command], capture_output=True, text=True, check=check,
+        done = subprocess.run([*prefix, *command], capture_output=True, text=True,
                               timeout=START_TIMEOUT_S)
+        if check and done.returncode != 0:
+            said = (done.stderr or done.stdout).strip().splitlines()
+            raise ConfigError(f"{Path(command[0]).name} failed (see {self.log}): "
+                              f"{said[-1] if said else done.returncode}")
+        return done
 
     def _own(self, *paths: Path) -> None:
         if self.as_postgres:
@@ -88,8 +93,12 @@ class Postgres:
             raise ConfigError(f"PostgreSQL did not start (see {self.log}): "
                               f"{(started.stderr or started.stdout).strip().splitlines()[-1:]}")
         if fresh:
-            self._run(str(self.bin / "createdb"), "-h", str(self.sockets), "-p", str(self.port),
-                      "-U", DATABASE, DATABASE)
+            try:
+                self._run(str(self.bin / "createdb"), "-h", str(self.sockets), "-p",
+                          str(self.port), "-U", DATABASE, DATABASE)
+            except BaseException:
+                self.stop()
+                raise
         return (f"postgresql+psycopg2://{DATABASE}@/{DATABASE}"
                 f"?host={self.sockets}&port={self.port}")
 
@@ -130,8 +139,16 @@ def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
 def _server_main(args: argparse.Namespace) -> int:
     folder = Path(args.dir).expanduser().resolve()
     database = Postgres(folder, _free_port())
-    signal.signal(signal.SIGTERM, _terminate)
+    for signum in (signal.SIGTERM, signal.SIGINT):  # SIGINT too: a background job ignores it
+        signal.signal(signum, _terminate)
     backend = database.start()
+    try:
+        return _serve(args, folder, database, backend)
+    finally:
+        database.stop()
+
+
+def _serve(args: argparse.Namespace, folder: Path, database: Postgres, backend: str) -> int:
     url = f"http://127.0.0.1:{args.port}"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
@@ -155,7 +172,6 @@ def _server_main(args: argparse.Namespace) -> int:
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
-        database.stop()
 
 
 def main(argv=None) -> int:

@@ -37,6 +37,29 @@ TRACKING_URI_HELP = "default: $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/
 LOCK_TIMEOUT_S = 120
 
 
+#: A sweep's manifest in its directory: written by the launching process, read by its jobs (their
+#: count) and by the commands that rebuild its outputs (which jobs, in which store).
+MANIFEST = ".vggsweep-sweep.json"
+
+
+def write_manifest(sweep_dir: Path, manifest: dict) -> None:
+    import json
+
+    (Path(sweep_dir) / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def read_manifest(sweep_dir: str | os.PathLike | None) -> dict:
+    """The sweep's manifest, {} when there is none (a job run outside a vggsweep sweep)."""
+    import json
+
+    if not sweep_dir:
+        return {}
+    try:
+        return json.loads((Path(sweep_dir) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def launch_dir() -> Path:
     """The directory the user launched from (home of mlflow.db, tuner_state and outputs).
 
