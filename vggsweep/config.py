@@ -45,7 +45,8 @@ def slug(text: str) -> str:
     import hashlib
     import re
 
-    flat = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", str(text)).strip("_") or "job"
+    short = re.sub(r"[^,=]*/", "", str(text))  # a path reads as its last part
+    flat = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", short).strip("_") or "job"
     if len(flat) <= SLUG_LIMIT:
         return flat
     digest = hashlib.sha256(str(text).encode()).hexdigest()[:8]
@@ -156,10 +157,12 @@ def _valid_keys(key: str, overrides) -> list[str]:
     section = key.rsplit(".", 1)[0] if "." in key else None
     others = [o for o in overrides if not o.lstrip("+~").startswith(key)]
     try:
-        cfg = compose(others)
+        cfg = compose(others, return_hydra_config=key.startswith("hydra."))
     except ConfigError:
         return []
-    node = cfg if section is None else cfg.get(section)
+    from omegaconf import OmegaConf
+
+    node = cfg if section is None else OmegaConf.select(cfg, section)
     return sorted(k for k in (node or {}) if k != "family")
 
 

@@ -53,7 +53,8 @@ class Chief:
 
     def start(self, worker_id: str, project, env: dict) -> None:
         self.workers[worker_id] = subprocess.Popen(
-            worker_command(self.address, project, worker_id), env={**os.environ, **env})
+            worker_command(self.address, project, worker_id), env={**os.environ, **env},
+            preexec_fn=_end_with_parent)
 
     def done(self) -> bool:
         """True when every local worker has ended and no trial is still running."""
@@ -133,6 +134,17 @@ def _fail_ongoing(oracle, worker_id: str, reason: str) -> None:
         trial.status = trial_module.TrialStatus.FAILED
         trial.message = reason
         oracle.end_trial(trial)
+
+
+def _end_with_parent() -> None:
+    """In a local worker, before it starts: SIGTERM when the job's process dies (Linux), so that
+    a killed job leaves no worker waiting for its oracle."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _connect_host(host: str) -> str:

@@ -105,6 +105,20 @@ def _sweep_dir(first, multirun: bool, explicit: bool) -> Path:
     raise ConfigError(f"{wanted}: a thousand sweeps started this second; name hydra.sweep.dir")
 
 
+def hydra_overrides(plan: Plan, argv: list[str]) -> list[str]:
+    """What the launching process tells Hydra: the sweep directory it claimed, and that a job's
+    folder is named after the values swept (the fixed overrides are the same for every job)."""
+    key = "hydra.sweep.dir" if plan.multirun else "hydra.run.dir"
+    overrides = [f"{key}={_quoted(plan.sweep_dir)}"]
+    fixed = sorted({o.split("=", 1)[0].lstrip("+~") for o in _overrides(argv)
+                    if "=" in o and not o.split("=", 1)[0].startswith("hydra")
+                    and len(config.expand_sweep([o])) == 1})
+    if plan.multirun and fixed:
+        listed = ",".join(f"'{k}'" for k in fixed)
+        overrides.append(f"hydra.job.config.override_dirname.exclude_keys=[{listed}]")
+    return overrides
+
+
 def _quoted(path: Path) -> str:
     text = str(path).replace("\\", "\\\\").replace("'", "\\'")
     return f"'{text}'"
@@ -138,11 +152,10 @@ def main() -> None:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     write_manifest(plan, argv)
-    key = "hydra.sweep.dir" if plan.multirun else "hydra.run.dir"
     signal.signal(signal.SIGTERM, _terminate)
     interrupted = False
     try:
-        _run_hydra([*argv, f"{key}={_quoted(plan.sweep_dir)}"])
+        _run_hydra([*argv, *hydra_overrides(plan, argv)])
     except KeyboardInterrupt:
         interrupted = True
         print("interrupted: open MLflow runs were ended KILLED; rerun the same command to "

@@ -210,16 +210,19 @@ def summarize(job: Job, tracker, report, best_model: Path | None, started: float
 def log_best_model(tracker, path: Path, splits, best_run) -> None:
     """Logs the best model as the job's MLflow logged model (reloaded with safe_mode=True), and
     its pictures on the test split."""
-    import keras
+    import numpy as np
 
-    from vggsweep import plots, training
+    from vggsweep import accelerator, plots, training
 
-    model = keras.saving.load_model(path, safe_mode=True)
+    model = accelerator.keras_module().saving.load_model(path, safe_mode=True)
     step = int(best_run.data.metrics.get("best_epoch", 1)) - 1 if best_run else 0
     metrics = {k: v for k, v in best_run.data.metrics.items()
                if k.startswith("test_") or k in ("val_accuracy_kept", "param_count")}
     tracker.log_model(model, splits.x_test[:2], step=max(step, 0), metrics=metrics)
-    _, predicted = training.evaluate(model, splits.x_test, splits.y_test, "test")
+    saved = path.parent / "best_test_predictions.npy"  # the kept trial measured them
+    predicted = np.load(saved) if saved.is_file() else None
+    if predicted is None or len(predicted) != len(splits.y_test):
+        _, predicted = training.evaluate(model, splits.x_test, splits.y_test, "test")
     with tempfile.TemporaryDirectory() as tmp:
         outputs = [
             plots.confusion_matrix_png(splits.y_test, predicted, f"{tmp}/confusion_matrix.png"),

@@ -74,9 +74,20 @@ class Postgres:
             for path in paths:
                 shutil.chown(path, "postgres", "postgres")
 
+    def _check_reachable(self) -> None:
+        """As root, the cluster runs as `postgres`, which must be able to reach the folder."""
+        if not self.as_postgres:
+            return
+        for folder in [self.folder, *self.folder.parents]:
+            if folder.exists() and not os.stat(folder).st_mode & 0o001:
+                raise ConfigError(f"PostgreSQL runs as the user postgres, which cannot enter "
+                                  f"{folder}; give --dir a folder it can reach (e.g. under /srv "
+                                  "or /tmp), or start the server as a regular user")
+
     def start(self) -> str:
         """Initialises the cluster on first use, starts it; returns the backend store URI."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._check_reachable()
         self.sockets.mkdir(mode=0o700, exist_ok=True)
         fresh = not (self.data / "PG_VERSION").is_file()
         if fresh:

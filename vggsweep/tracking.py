@@ -264,7 +264,7 @@ class JobTracker:
 
         import mlflow.keras
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-        from mlflow.models import Model, infer_signature
+        from mlflow.models import Model
 
         params = {k: v[:6000] for k, v in self.client.get_run(self.parent_id).data.params.items()}
         logged = self.client.create_logged_model(self.experiment_id, name="best_model",
@@ -277,9 +277,7 @@ class JobTracker:
                 # writes the example first and fails otherwise (mlflow/mlflow#16183).
                 os.makedirs(local)
                 mlflow.keras.save_model(
-                    model, local, signature=infer_signature(example, model.predict(example,
-                                                                                   verbose=0)),
-                    input_example=example, pip_requirements=_requirements(),
+                    model, local, signature=_signature(model), input_example=example, pip_requirements=_requirements(),
                     mlflow_model=Model(artifact_path=logged.artifact_location,
                                        model_uuid=logged.model_id, run_id=self.parent_id,
                                        model_id=logged.model_id))
@@ -297,6 +295,17 @@ class JobTracker:
                 Metric(k, float(v), now, step, model_id=logged.model_id)
                 for k, v in metrics.items()])
         return logged.model_uri
+
+
+def _signature(model):
+    """The model's signature from its shapes (a prediction would trace the model again)."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]), "image")])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))])
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def _kept(run) -> float | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras_tuner as kt
+import numpy as np
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.hyperparameters import hp_types
 
@@ -25,6 +26,7 @@ from vggsweep.oracles import atomic_write_json
 
 BEST_MODEL = "best_model.keras"
 BEST_FILE = "best.json"
+BEST_PREDICTIONS = "best_test_predictions.npy"  # the kept model's test predictions (pictures)
 CHECKPOINT = "checkpoint.weights.h5"
 
 
@@ -176,7 +178,7 @@ class SweepTuner(kt.Tuner):
             "param_count": best.model.count_params(), "images_per_s": fit.images_per_s,
         }, pruned=fit.stopped_by)
         if fit.stopped_by is None:
-            self._keep(trial.trial_id, run, best.model, mean_val)
+            self._keep(trial.trial_id, run, best.model, mean_val, predictions)
         elif self.job.keep == "all":
             best.model.save_weights(self._checkpoint(trial.trial_id))
         self.job.progress.trial_end(trial.trial_id, mean_val, test["test_accuracy"],
@@ -186,7 +188,7 @@ class SweepTuner(kt.Tuner):
     def _checkpoint(self, trial_id: str) -> str:
         return os.path.join(self.get_trial_dir(trial_id), CHECKPOINT)
 
-    def _keep(self, trial_id: str, run, model, score: float) -> None:
+    def _keep(self, trial_id: str, run, model, score: float, predictions) -> None:
         """Saves the model if it is the job's best so far (ranked as the leaderboard ranks), and
         every trial's weights for Hyperband, which resumes promoted trials from them."""
         if self.job.keep == "all":
@@ -201,6 +203,10 @@ class SweepTuner(kt.Tuner):
             tmp = project / f".tmp-{os.getpid()}-{BEST_MODEL}"
             model.save(tmp)
             os.replace(tmp, project / BEST_MODEL)
+            tmp = project / f".tmp-{os.getpid()}-{BEST_PREDICTIONS}"
+            with open(tmp, "wb") as handle:
+                np.save(handle, np.asarray(predictions, dtype=np.int16))
+            os.replace(tmp, project / BEST_PREDICTIONS)
             atomic_write_json(str(best_file), {"trial_id": trial_id, "score": score,
                                                "run_id": run.info.run_id, "key": list(key)})
 

@@ -66,18 +66,32 @@ def confusion_matrix_png(
 
 
 def _image_grid(images: np.ndarray, titles: Sequence[str], path, suptitle: str) -> Path:
-    """Images (n, H, W[, C]) with values in 0..1 in a near-square grid, one title each."""
-    columns = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
+    """Images (n, H, W[, C]) with values in 0..1 in a near-square grid, one title each.
+
+    The grid is one montage in one axes (25 axes would take seconds to lay out)."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    count, height, width = images.shape[:3]
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    gap = max(2, height // 8)
+    channels = images.shape[3:]
+    montage = np.ones(((height + gap) * rows - gap, (width + gap) * columns - gap, *channels),
+                      dtype=np.float32)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        top, left = row * (height + gap), column * (width + gap)
+        montage[top:top + height, left:left + width] = image
     fig = common.figure(1.7 * columns, 1.8 * rows + 0.5)
-    for index, (image, title) in enumerate(zip(images, titles)):
-        ax = fig.add_subplot(rows, columns, index + 1)
-        image = np.asarray(image, dtype=float)
-        if image.ndim == 3 and image.shape[-1] == 1:
-            image = image[..., 0]
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
-        ax.set_title(title, fontsize=9)
-        ax.set_axis_off()
+    ax = fig.add_subplot()
+    ax.imshow(montage, cmap="gray" if montage.ndim == 2 else None, vmin=0.0, vmax=1.0,
+              interpolation="nearest")
+    for index, title in enumerate(titles[:count]):
+        row, column = divmod(index, columns)
+        ax.text(column * (width + gap) + width / 2, row * (height + gap) - 0.6, title,
+                ha="center", va="bottom", fontsize=8)
+    ax.set_axis_off()
     fig.suptitle(suptitle)
     return common.save(fig, path)
 

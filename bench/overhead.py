@@ -1,0 +1,188 @@
+"""Overhead: the same model, data and epochs through `python -m vggsweep` and through a plain Keras
+script (bench/plain_keras.py), as whole processes, interleaved, several pairs.
+
+S3's CNN at one fixed point (nothing searched: one trial), Adam 1e-3, batch 64, 3 epochs on
+9,000 MNIST training images with 1,000 validation images carved from the training data, tested on
+the complete 10,000-image test set. Prints both times per pair, the ratios (median over pairs),
+the per-trial ratio (vggsweep's trial: fit + test evaluation + its recording, against plain
+Keras' fit + one evaluation on validation and one on test), and where vggsweep's extra seconds go
+(measured in one more vggsweep run with timers around its stages). A benchmark: nothing is
+asserted; machines are noisy, so compare ratios measured side by side in one run.
+
+    .venv/bin/python bench/overhead.py --data-path ../shared/data/mnist --pairs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+S3_POINT = ["model=cnn", "activation=relu", "model.conv_blocks=2", "model.filters=32",
+            "model.kernel_size=3", "model.pool_size=2", "model.dense_layers=1",
+            "model.dense_units=512", "model.dropout=0.0", "model.batch_norm=false",
+            "optimizer.learning_rate=1e-3", "optimizer.schedule=constant"]
+
+
+def vggsweep_args(args) -> list[str]:
+    return [*S3_POINT, f"data.path={args.data_path}", f"data.train_samples={args.train_samples}",
+            "budget.max_trials=1", f"budget.epochs={args.epochs}", "budget.patience=null",
+            "tuner.fresh=true", "experiment=overhead", "verbose=1"]
+
+
+def timed(command: list[str], home: Path) -> tuple[float, float, str]:
+    """Runs a whole process; returns (wall s, CPU s of the process and its children, stdout)."""
+    env = {**os.environ, "VGGSWEEP_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.stdout
+
+
+def vggsweep_trial_s(stdout: str) -> float:
+    """The trial's wall time from its start to its end, as vggsweep's stage timer printed it."""
+    for line in stdout.splitlines():
+        if line.startswith("OVERHEAD "):
+            return json.loads(line[len("OVERHEAD "):])["trial"]
+    raise SystemExit("no stage timings in the vggsweep run's output")
+
+
+def pairs(args) -> list[dict]:
+    home = Path(tempfile.mkdtemp(prefix="vggsweep-overhead-"))
+    plain = [sys.executable, str(ROOT / "bench" / "plain_keras.py"), "--data-path",
+             args.data_path, "--train-samples", str(args.train_samples), "--epochs",
+             str(args.epochs)]
+    # One warm-up run creates the store (a user's sweeps run against an existing one) and fills
+    # the page cache for both.
+    timed([sys.executable, "-m", "vggsweep", *vggsweep_args(args)], home)
+    rows = []
+    for index in range(args.pairs):
+        order = ["plain", "vggsweep"] if index % 2 == 0 else ["vggsweep", "plain"]
+        row = {}
+        for which in order:
+            if which == "plain":
+                wall, cpu, out = timed(plain, home)
+                row.update(plain_wall=wall, plain_cpu=cpu,
+                           plain_trial=json.loads(out.strip().splitlines()[-1])["trial_s"])
+            else:
+                command = [sys.executable, __file__, "--stages", "--", *vggsweep_args(args)]
+                wall, cpu, out = timed(command, home)
+                row.update(vggsweep_wall=wall, vggsweep_cpu=cpu,
+                           vggsweep_trial=vggsweep_trial_s(out), stages=_stages(out))
+        rows.append(row)
+        print(f"pair {index + 1}: plain {row['plain_wall']:.1f} s (trial {row['plain_trial']:.1f} s)"
+              f", vggsweep {row['vggsweep_wall']:.1f} s (trial {row['vggsweep_trial']:.1f} s): "
+              f"whole x{row['vggsweep_wall'] / row['plain_wall']:.3f}, trial "
+              f"x{row['vggsweep_trial'] / row['plain_trial']:.3f}", flush=True)
+    shutil.rmtree(home, ignore_errors=True)
+    return rows
+
+
+def _stages(stdout: str) -> dict:
+    for line in stdout.splitlines():
+        if line.startswith("OVERHEAD "):
+            return json.loads(line[len("OVERHEAD "):])
+    return {}
+
+
+def report(rows: list[dict]) -> None:
+    median = (lambda key: statistics.median(r[key] for r in rows))
+    print(f"\nmedian of {len(rows)} interleaved pairs (2 CPU cores, TensorFlow backend):")
+    print(f"  whole process   plain {median('plain_wall'):6.1f} s   vggsweep "
+          f"{median('vggsweep_wall'):6.1f} s   ratio {median_ratio(rows, 'wall'):.3f}")
+    print(f"  CPU time        plain {median('plain_cpu'):6.1f} s   vggsweep "
+          f"{median('vggsweep_cpu'):6.1f} s   ratio {median_ratio(rows, 'cpu'):.3f}")
+    print(f"  per trial       plain {median('plain_trial'):6.1f} s   vggsweep "
+          f"{median('vggsweep_trial'):6.1f} s   ratio {median_ratio(rows, 'trial'):.3f}")
+    stages = [r["stages"] for r in rows if r.get("stages")]
+    if stages:
+        print("  where vggsweep's wall time goes (median; the trial includes the fit):")
+        for name in stages[0]:
+            print(f"    {name:<34}{statistics.median(s.get(name, 0.0) for s in stages):7.2f} s")
+
+
+def median_ratio(rows: list[dict], what: str) -> float:
+    return statistics.median(r[f"vggsweep_{what}"] / r[f"plain_{what}"] for r in rows)
+
+
+def run_stages(argv: list[str]) -> None:
+    """Runs `python -m vggsweep ARGV` in this process with timers around its stages, then prints
+    `OVERHEAD {json}`: seconds per stage, measured as they happened (stages nest: the trial holds
+    its fit)."""
+    started = time.perf_counter()
+    sys.path.insert(0, str(ROOT))
+    times: dict[str, float] = {}
+
+    def wrap(module, name: str, label: str):
+        original = getattr(module, name)
+
+        def timed_call(*a, **k):
+            begin = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                times[label] = times.get(label, 0.0) + time.perf_counter() - begin
+        setattr(module, name, timed_call)
+
+    import vggsweep.launch as launch
+
+    times["start-up (imports)"] = time.perf_counter() - started
+    begin = time.perf_counter()
+    from vggsweep import accelerator, outputs, search, store, training, tuning
+
+    accelerator.keras_module()
+    times["import Keras, TensorFlow, keras-tuner"] = time.perf_counter() - begin
+
+    wrap(launch, "prevalidate", "check every job, load the data")
+    wrap(store, "prepare", "create/open the store")
+    wrap(launch, "_run_hydra", "Hydra and the job (all below)")
+    wrap(search.Job, "tracker", "open the tracker")
+    wrap(search.Job, "tuner", "build the tuner (keras-tuner)")
+    wrap(tuning.SweepTuner, "run_trial", "trial")
+    wrap(training, "fit", "  fit (model.fit)")
+    wrap(training, "evaluate", "  test evaluation")
+    wrap(tuning.SweepTuner, "_keep", "  keep the best model on disk")
+    wrap(search, "log_best_model", "log the best model and its pictures")
+    wrap(outputs, "write_sweep_outputs", "leaderboard, plots, report")
+    sys.argv = ["vggsweep", *argv]
+    try:
+        launch.main()
+    except SystemExit as done:
+        times["total"] = time.perf_counter() - started
+        print("OVERHEAD " + json.dumps(times), flush=True)
+        raise SystemExit(done.code) from None
+
+
+def main() -> None:
+    if "--stages" in sys.argv:
+        run_stages(sys.argv[sys.argv.index("--") + 1:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-path", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--train-samples", type=int, default=9000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=3)
+    args = parser.parse_args()
+    if not Path(args.data_path).is_dir():
+        raise SystemExit(f"skipped: no MNIST at {args.data_path}")
+    args.data_path = str(Path(args.data_path).resolve())
+    report(pairs(args))
+
+
+if __name__ == "__main__":
+    main()
