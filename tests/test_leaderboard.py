@@ -48,9 +48,10 @@ def test_one_row_per_trial_run_skipping_jobs_and_confidence_runs(sweep, trials):
 
 def test_columns_follow_the_documented_layout(trials):
     expected = (
-        ["rank", "model", "activation"] + HYPERPARAMETERS
+        ["rank", "model", "activation", "data"] + HYPERPARAMETERS
         + ["val_accuracy", "test_accuracy", "train_time_s", "param_count", "epochs_run"]
-        + ["status", "failure_reason", "trial_id", "run_id", "parent_run_id", "job"]
+        + ["status", "failure_reason", "trial_id", "run_id", "parent_run_id", "job",
+           "data_sha256"]
         + results.EXTRA_COLUMNS
     )
     assert list(trials.columns) == expected

@@ -18,7 +18,8 @@ from results_fixtures import EXPERIMENT, SWEEP_A, record_sweep  # noqa: E402
 
 from vggsweep import outputs, page, plots, report, results  # noqa: E402
 
-SWEEP_PLOTS = {"accuracy_vs_time", "isolation", "learning_curves", "importance"}
+SWEEP_PLOTS = {"accuracy_vs_time", "isolation", "learning_curves", "parallel_coordinates",
+               "importance"}
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +195,9 @@ def test_report_page_holds_the_answer_tables_and_images(sweep, sweep_outputs):
     assert "never used for selection" in headline
     assert "8 trials: 6 finished, 1 failed, 1 interrupted" in headline
     assert page.count('<img src="data:image/png;base64,') == len(SWEEP_PLOTS)
-    assert page.count("<table") == 3 and best[:8] in page
+    # isolation table, two Pareto sets (time, parameters), leaderboard, failures
+    assert page.count("<table") == 5 and best[:8] in page
+    assert "Pareto set: validation accuracy against training time" in page
     assert "NaN loss at epoch 1" in page and "vgg16" not in page  # sweep B is not in this report
 
 

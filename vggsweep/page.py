@@ -27,6 +27,8 @@ GROUP_COLUMNS = [
     "val_accuracy_max", "val_accuracy_std", "test_accuracy", "train_time_s", "trial_id", "run_id",
 ]
 FAILED_COLUMNS = ["model", "activation", "trial_id", "status", "failure_reason", "run_id", "job"]
+PARETO_COLUMNS = ["model", "activation", "val_accuracy", "test_accuracy", "train_time_s",
+                  "param_count", "trial_id", "run_id"]
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
 h1 { margin-bottom: 0.2em; } .meta { color: #666; font-size: 0.9em; }
@@ -58,9 +60,10 @@ def _best_hyperparameters(trials: pd.DataFrame, best: pd.Series) -> str:
 def headline_html(trials: pd.DataFrame) -> str:
     """The answer first: the best trial and how it was selected, then the trial counts."""
     counts = trials["status"].value_counts()
+    pruned = f"{counts.get('PRUNED', 0)} pruned, " if counts.get("PRUNED", 0) else ""
     tally = (
-        f"{len(trials)} trials: {counts.get('FINISHED', 0)} finished, {counts.get('FAILED', 0)} "
-        f"failed, {counts.get('KILLED', 0)} interrupted."
+        f"{len(trials)} trials: {counts.get('FINISHED', 0)} finished, {pruned}"
+        f"{counts.get('FAILED', 0)} failed, {counts.get('KILLED', 0)} interrupted."
     )
     ranked = trials[trials["rank"].notna()]
     if ranked.empty:
@@ -69,6 +72,7 @@ def headline_html(trials: pd.DataFrame) -> str:
     return (
         '<p class="headline">'
         f"Best trial: <b>{_escape(best['model'])} / {_escape(best['activation'])}</b> "
+        f"on <b>{_escape(best.get('data', ''))}</b> "
         f"(trial {_escape(best['trial_id'])}, run <code>{_escape(str(best['run_id'])[:8])}</code>, "
         f"job <code>{_escape(best['job'])}</code>): validation accuracy "
         f"<b>{_format_number(best['val_accuracy'])}</b>, test accuracy "
@@ -78,6 +82,30 @@ def headline_html(trials: pd.DataFrame) -> str:
         "Trials are ranked on validation accuracy only; test accuracy is measured once per trial "
         f"and never used for selection. {_escape(tally)}</p>"
     )
+
+
+def data_html(trials: pd.DataFrame) -> str:
+    """Which data every figure was measured on: names and content hashes."""
+    if trials.empty or "data" not in trials:
+        return ""
+    pairs = trials[["data", "data_sha256"]].drop_duplicates().astype(str).to_numpy().tolist()
+    shown = ", ".join(f"<b>{_escape(name)}</b> (sha256 <code>{_escape(sha)}</code>)"
+                      for name, sha in pairs)
+    return f'<p class="meta">Data: {shown}</p>'
+
+
+def pareto_section(trials: pd.DataFrame) -> str:
+    """The trials no other trial beats on both accuracy and cost: the choices worth making."""
+    parts = []
+    for column, cost in (("pareto_time", "training time"), ("pareto_params", "parameter count")):
+        if column in trials:
+            front = trials[trials[column].fillna(False).astype(bool)]
+            front = front.sort_values("val_accuracy", ascending=False)
+            parts.append(_table_section(
+                f"Pareto set: validation accuracy against {cost} ({len(front)} trials)",
+                front[[c for c in PARETO_COLUMNS if c in front]], "No finished trial.",
+                column))
+    return "\n".join(parts)
 
 
 def _image_html(name: str, path: Path) -> str:
@@ -107,16 +135,21 @@ def render_report(
     sweep_dir: str | os.PathLike,
 ) -> Path:
     """Writes the report page for a leaderboard frame and already drawn plots; returns its path."""
-    groups = leaderboard.group_best(trials) if not trials.empty else trials
+    several = "data" in trials and trials["data"].nunique() > 1
+    by = ["data", "model", "activation"] if several else ["model", "activation"]
+    groups = leaderboard.group_best(trials, by) if not trials.empty else trials
+    group_columns = (["data"] if several else []) + GROUP_COLUMNS
     failed = trials[trials["status"] != "FINISHED"]
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
         f"<h1>Sweep report: {_escape(experiment)}</h1>",
         f'<p class="meta">Sweep directory <code>{_escape(sweep_dir)}</code> · tracking URI '
         f"<code>{_escape(tracking_uri)}</code> · generated {generated}</p>",
+        data_html(trials),
         headline_html(trials),
         _table_section("Best trial per model × activation (isolation table)",
-                       groups[[c for c in GROUP_COLUMNS if c in groups]], "No trials.", "groups"),
+                       groups[[c for c in group_columns if c in groups]], "No trials.", "groups"),
+        pareto_section(trials),
         "<h2>Plots</h2>",
         *(_image_html(name, plot) for name, plot in plot_paths.items()),
         _table_section(
@@ -124,7 +157,7 @@ def render_report(
             "ranked on validation accuracy)",
             trials.head(LEADERBOARD_ROWS), "No trials.", "leaderboard",
         ),
-        _table_section("Failed and interrupted trials", failed[FAILED_COLUMNS],
+        _table_section("Pruned, failed and interrupted trials", failed[FAILED_COLUMNS],
                        "None: every trial finished.", "failed"),
     ]
     page = (

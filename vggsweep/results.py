@@ -15,14 +15,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from vggsweep import store
 from vggsweep.errors import ResultsError
 
-LEAD_COLUMNS = ["rank", "model", "activation"]
+LEAD_COLUMNS = ["rank", "model", "activation", "data"]
 METRIC_COLUMNS = ["val_accuracy", "test_accuracy", "train_time_s", "param_count", "epochs_run"]
-TAIL_COLUMNS = ["status", "failure_reason", "trial_id", "run_id", "parent_run_id", "job"]
+TAIL_COLUMNS = ["status", "failure_reason", "trial_id", "run_id", "parent_run_id", "job",
+                "data_sha256"]
 # Written on a trial run by `python -m vggsweep.confidence` (retraining with several seeds).
 CONFIDENCE_COLUMNS = ["test_accuracy_mean", "test_accuracy_ci95", "train_time_s_mean",
                       "train_time_s_ci95", "confidence_seeds"]
@@ -30,7 +32,10 @@ CONFIDENCE_COLUMNS = ["test_accuracy_mean", "test_accuracy_ci95", "train_time_s_
 EXTRA_METRIC_COLUMNS = ["test_loss", "test_nll", "test_ece", "best_epoch", "images_per_s",
                         *CONFIDENCE_COLUMNS]
 ALL_METRICS = METRIC_COLUMNS + EXTRA_METRIC_COLUMNS
-EXTRA_COLUMNS = [*EXTRA_METRIC_COLUMNS, "start_time"]
+#: On the Pareto front of validation accuracy against training time / parameter count: no other
+#: finished trial is both at least as accurate and cheaper.
+PARETO_COLUMNS = ["pareto_time", "pareto_params"]
+EXTRA_COLUMNS = [*EXTRA_METRIC_COLUMNS, *PARETO_COLUMNS, "start_time"]
 FIXED_COLUMNS = LEAD_COLUMNS + METRIC_COLUMNS + TAIL_COLUMNS + EXTRA_COLUMNS
 INTEGER_METRICS = {"param_count", "epochs_run", "best_epoch", "confidence_seeds"}
 LOWER_IS_BETTER = {"train_time_s", "param_count", "test_loss", "test_nll", "test_ece"}
@@ -135,6 +140,8 @@ def _trial_record(run, runs_by_id: Mapping[str, Any], include_optimizer_params: 
         "run_id": run.info.run_id,
         "parent_run_id": parent_id,
         "job": parent.data.tags.get(store.OVERRIDES) if parent else None,
+        "data": tags.get("data") or (parent.data.tags.get("data") if parent else None),
+        "data_sha256": parent.data.tags.get("data_sha256") if parent else None,
         "job_key": tags.get(store.JOB_KEY),
         "start_time": run.info.start_time or 0,
         "hyper": _hyperparameters(run.data.params, include_optimizer_params),
@@ -173,6 +180,8 @@ def _records_to_frame(records: list[dict]) -> pd.DataFrame:
         columns[name] = values.round().astype("Int64") if name in INTEGER_METRICS else values
     for name in TAIL_COLUMNS:
         columns[name] = pd.Series([r[name] for r in records], dtype="str")
+    for name in PARETO_COLUMNS:
+        columns[name] = pd.Series([False] * len(records), dtype="boolean")
     columns["start_time"] = pd.to_datetime(pd.Series([r["start_time"] for r in records],
                                                      dtype="int64"), unit="ms", utc=True)
     frame = pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
@@ -267,7 +276,35 @@ def rank_trials(trials: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFr
     ordered = pd.concat([ranked, unranked], ignore_index=True)
     ranks = list(range(1, len(ranked) + 1)) + [pd.NA] * len(unranked)
     ordered["rank"] = pd.array(ranks, dtype="Int64")
-    return ordered
+    return mark_pareto(ordered) if metric == "val_accuracy" else ordered
+
+
+def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> np.ndarray:
+    """Boolean mask of the points no other point beats on both (lower cost, higher score)."""
+    times, scores = np.asarray(costs, float), np.asarray(scores, float)
+    order = np.lexsort((-scores, times))  # fastest first; at equal time, best score first
+    on_front = np.zeros(len(times), dtype=bool)
+    best_so_far = -np.inf
+    for index in order:
+        if scores[index] > best_so_far:
+            on_front[index] = True
+            best_so_far = scores[index]
+    return on_front
+
+
+def mark_pareto(trials: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
+    """Sets `pareto_time` and `pareto_params` on the finished trials (False elsewhere)."""
+    trials = trials.copy()
+    done = (trials["status"] == "FINISHED") & trials[metric].notna()
+    for column, cost in zip(PARETO_COLUMNS, ("train_time_s", "param_count")):
+        mask = pd.Series(False, index=trials.index, dtype="boolean")
+        usable = done & trials[cost].notna()
+        if usable.any():
+            chosen = trials[usable]
+            front = pareto_front(chosen[cost].to_numpy(float), chosen[metric].to_numpy(float))
+            mask[chosen.index[front]] = True
+        trials[column] = mask
+    return trials
 
 
 def rank_key(value: float, start_time_ms: int, run_id: str, metric: str = "val_accuracy"):

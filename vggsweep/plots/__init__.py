@@ -15,11 +15,13 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from vggsweep.plots.accuracy_vs_time import accuracy_vs_time_png, pareto_front
+from vggsweep.plots.accuracy_vs_time import accuracy_vs_time_png
+from vggsweep.results import pareto_front
 from vggsweep.plots.common import finished_trials, message_png, varying_columns
 from vggsweep.plots.importance import hyperparameter_importance, importance_png
 from vggsweep.plots.isolation import isolation_png
 from vggsweep.plots.learning_curves import learning_curves_png, top_trial_labels
+from vggsweep.plots.parallel_coordinates import parallel_coordinates_png
 from vggsweep.plots.model import (confusion_counts, confusion_matrix_png, misclassified_png,
                                   samples_png)
 
@@ -28,8 +30,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "SWEEP_PLOTS", "Plot", "accuracy_vs_time_png", "confusion_counts", "confusion_matrix_png",
     "finished_trials", "hyperparameter_importance", "importance_png", "isolation_png",
-    "learning_curves_png", "message_png", "misclassified_png", "pareto_front", "samples_png",
-    "sweep_plots", "top_trial_labels", "varying_columns",
+    "learning_curves_png", "message_png", "misclassified_png", "parallel_coordinates_png",
+    "pareto_front", "samples_png", "sweep_plots", "top_trial_labels", "varying_columns",
 ]
 
 
@@ -52,6 +54,10 @@ SWEEP_PLOTS: dict[str, Plot] = {
     "learning_curves": Plot(
         lambda trials, histories, path: learning_curves_png(histories, path),
         "Per-epoch accuracy and loss of the best trials (solid: validation, dashed: training)."),
+    "parallel_coordinates": Plot(
+        lambda trials, histories, path: parallel_coordinates_png(trials, path),
+        "Parallel coordinates: every finished trial a line across its hyperparameters to its "
+        "validation accuracy (colour), the best in red; where good lines bunch, the space is good."),
     "importance": Plot(
         lambda trials, histories, path: importance_png(trials, path),
         "Hyperparameter importance: share of the validation-accuracy variance explained by each "

@@ -11,19 +11,7 @@ import numpy as np
 import pandas as pd
 
 import vggsweep.plots.common as common
-
-def pareto_front(times: Sequence[float], scores: Sequence[float]) -> np.ndarray:
-    """Boolean mask of the points no other point beats on both (lower time, higher score)."""
-    times, scores = np.asarray(times, float), np.asarray(scores, float)
-    order = np.lexsort((-scores, times))  # fastest first; at equal time, best score first
-    on_front = np.zeros(len(times), dtype=bool)
-    best_so_far = -np.inf
-    for index in order:
-        if scores[index] > best_so_far:
-            on_front[index] = True
-            best_so_far = scores[index]
-    return on_front
-
+from vggsweep.results import pareto_front
 
 def accuracy_vs_time_png(
     trials: pd.DataFrame,
