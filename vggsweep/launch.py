@@ -227,6 +227,7 @@ def _write_outputs(plan: Plan) -> None:
             print(f"warning: could not write the sweep outputs in {folder}: {one_line(error)}",
                   file=sys.stderr)
             continue
+        print(outputs.best_line(written["leaderboard"]), flush=True)
         print(f"leaderboard: {written['leaderboard']}", flush=True)
         if "report" in written:
             print(f"report: {written['report']}", flush=True)

@@ -100,6 +100,19 @@ def write_sweep_outputs(
     return outputs
 
 
+def best_line(leaderboard_csv: Path) -> str:
+    """The sweep's answer in one line, read back from its leaderboard."""
+    trials = pd.read_csv(leaderboard_csv)
+    ranked = trials[trials["rank"].notna()] if "rank" in trials else trials.iloc[0:0]
+    if ranked.empty:
+        return f"best: no trial finished ({len(trials)} recorded)"
+    best = ranked.iloc[0]
+    return (f"best: {best['model']}/{best['activation']} on {best.get('data', '?')}, trial "
+            f"{best['trial_id']}: val_accuracy {best['val_accuracy']:.4f} (selected on it), "
+            f"test_accuracy {best['test_accuracy']:.4f}; {len(ranked)} of {len(trials)} trials "
+            "ranked")
+
+
 def write_report(sweep_dir: str | os.PathLike, tracking_uri: str, experiment: str) -> Path:
     """Rebuilds the outputs of the sweep recorded in `sweep_dir`; returns the report's path.
 

@@ -26,10 +26,12 @@ DEFAULT_PORT = 5000
 
 def view_state() -> dict:
     """The runs-table state the shared view restores."""
+    columns = ([f"metrics.`{name}`" for name in COLUMNS]
+               + [f"params.`{name}`" for name in PARAM_COLUMNS]
+               + [f"tags.`{name}`" for name in TAG_COLUMNS])
     return {
-        "selectedColumns": [f"metrics.`{name}`" for name in COLUMNS]
-        + [f"params.`{name}`" for name in PARAM_COLUMNS]
-        + [f"tags.`{name}`" for name in TAG_COLUMNS],
+        "selectedColumns": columns,
+        "columnOrder": columns,
         "orderByKey": "metrics.`val_accuracy_kept`",
         "orderByAsc": False,
         "searchFilter": "",
