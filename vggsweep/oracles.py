@@ -25,6 +25,8 @@ from keras_tuner.src.engine.hyperparameters import hp_types
 from vggsweep import tuners
 
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
+#: With `tuner.cost`: validation accuracy minus `tuner.cost_weight` per decade of the cost.
+COST_OBJECTIVE = kt.Objective("cost_adjusted_accuracy", direction="max")
 RUNNING, STOPPED = trial_module.TrialStatus.RUNNING, trial_module.TrialStatus.STOPPED
 FINISHED_STATES = (trial_module.TrialStatus.COMPLETED, trial_module.TrialStatus.FAILED)
 
@@ -128,8 +130,9 @@ class RandomOracle(SurvivingOracleMixin, kt.oracles.RandomSearchOracle):
     pass
 
 
-class GridOracle(EnqueueFirstMixin, SurvivingOracleMixin, kt.oracles.GridSearchOracle):
-    pass
+class GridOracle(SurvivingOracleMixin, kt.oracles.GridSearchOracle):
+    """The grid walks from its defaults: a warm start makes its first point the defaults
+    (`vggsweep.space.with_defaults`), and the grid holds every other point anyway."""
 
 
 class BayesianOracle(EnqueueFirstMixin, SurvivingOracleMixin,
@@ -141,7 +144,7 @@ class HyperbandOracle(SurvivingOracleMixin, kt.oracles.HyperbandOracle):
     pass
 
 
-class QuasiRandomOracle(EnqueueFirstMixin, SurvivingOracleMixin, kt.Oracle):
+class QuasiRandomOracle(SurvivingOracleMixin, kt.Oracle):
     """Quasi-random search: a scrambled Sobol sequence (scipy.stats.qmc) mapped through each
     hyperparameter's `prob_to_value`, the low-discrepancy exploration the Deep Learning Tuning
     Playbook recommends. The n-th trial takes the n-th point, so a resumed search continues the
@@ -161,6 +164,9 @@ class QuasiRandomOracle(EnqueueFirstMixin, SurvivingOracleMixin, kt.Oracle):
     def populate_space(self, trial_id):
         if self.deadline is not None and self.trials and time.monotonic() > self.deadline:
             return {"status": STOPPED, "values": None}
+        enqueued = self.next_enqueued()
+        if enqueued is not None:
+            return {"status": RUNNING, "values": enqueued}
         space_ = self.hyperparameters.space
         searched = [hp for hp in space_ if not isinstance(hp, hp_types.Fixed)]
         fixed = {hp.name: hp.value for hp in space_ if isinstance(hp, hp_types.Fixed)}
@@ -189,7 +195,8 @@ def make_oracle(tuner_cfg, budget_cfg, seed: int, *, pruner=None, enqueue=()):
     search."""
     entry = tuners.TUNERS[str(tuner_cfg.name)]
     oracle_class = tuners.resolve(entry.oracle)
-    oracle = oracle_class(objective=OBJECTIVE, seed=seed,
+    objective = COST_OBJECTIVE if tuner_cfg.get("cost") else OBJECTIVE
+    oracle = oracle_class(objective=objective, seed=seed,
                           max_consecutive_failed_trials=_failure_budget(entry, budget_cfg),
                           **entry.kwargs(tuner_cfg, budget_cfg))
     # keras-tuner replaces a falsy seed (our default, 0) by a random one: set it back.

@@ -30,14 +30,14 @@ CONFIDENCE_COLUMNS = ["test_accuracy_mean", "test_accuracy_ci95", "train_time_s_
                       "train_time_s_ci95", "confidence_seeds"]
 # The contract's other final trial metrics, after the columns above, then when the trial started.
 EXTRA_METRIC_COLUMNS = ["test_loss", "test_nll", "test_ece", "best_epoch", "images_per_s",
-                        *CONFIDENCE_COLUMNS]
+                        "epochs_saved", "cost_adjusted_accuracy", *CONFIDENCE_COLUMNS]
 ALL_METRICS = METRIC_COLUMNS + EXTRA_METRIC_COLUMNS
 #: On the Pareto front of validation accuracy against training time / parameter count: no other
 #: finished trial is both at least as accurate and cheaper.
 PARETO_COLUMNS = ["pareto_time", "pareto_params"]
 EXTRA_COLUMNS = [*EXTRA_METRIC_COLUMNS, *PARETO_COLUMNS, "start_time"]
 FIXED_COLUMNS = LEAD_COLUMNS + METRIC_COLUMNS + TAIL_COLUMNS + EXTRA_COLUMNS
-INTEGER_METRICS = {"param_count", "epochs_run", "best_epoch", "confidence_seeds"}
+INTEGER_METRICS = {"param_count", "epochs_run", "best_epoch", "confidence_seeds", "epochs_saved"}
 LOWER_IS_BETTER = {"train_time_s", "param_count", "test_loss", "test_nll", "test_ece"}
 RUN_STATUSES = ("FINISHED", "PRUNED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")

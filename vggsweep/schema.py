@@ -38,6 +38,7 @@ Keep = _choices("Keep", ("best", "all"))
 PrunerName = _choices("PrunerName", PRUNERS)
 Device = _choices("Device", ("auto", "cpu", "gpu"))
 GpuSharing = _choices("GpuSharing", ("share", "one_each"))
+CostName = _choices("CostName", ("train_time_s", "param_count"))
 
 
 def _field(default, *, min=None, max=None, above=None, below=None, help=""):  # noqa: A002
@@ -79,7 +80,8 @@ class TunerConfig:
     pruner_warmup_epochs: int = _field(1, min=0)  # epochs a trial always runs
     pruner_min_trials: int = _field(3, min=1)  # trials that reach an epoch before pruning at it
     enqueue: List[Dict[str, Any]] = _field([])  # points evaluated first (warm start)
-    cost: Optional[str] = None  # search for accuracy per cost: train_time_s | param_count
+    cost: Optional[CostName] = None  # search for accuracy and cost: train_time_s | param_count
+    cost_weight: float = _field(0.02, min=0.0)  # accuracy traded per 10x cost (0.02: 2 points)
 
 
 @dataclass

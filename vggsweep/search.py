@@ -104,6 +104,8 @@ class Job:
             tracker=tracker, progress=report, seed=cfg.seed, budget=cfg.budget,
             verbose=cfg.verbose, keep=str(cfg.tuner.keep), image_size=self.image_size,
             prune=str(cfg.tuner.pruner) != "off",
+            cost=str(cfg.tuner.cost) if cfg.tuner.cost else None,
+            cost_weight=cfg.tuner.cost_weight,
             trial_params={"epochs": cfg.budget.epochs, "batch_size": cfg.budget.batch_size,
                           "optimizer": cfg.optimizer.name, **splits.sizes()},
             trial_tags={"model": self.info.model_name or cfg.model.family,
@@ -116,14 +118,19 @@ class Job:
         from vggsweep import oracles, pruning, training, tuning
 
         cfg = self.cfg
+        model_cfg, optimizer_cfg, activation = cfg.model, cfg.optimizer, cfg.activation
+        enqueue = space.plain(cfg.tuner.enqueue)
+        if str(cfg.tuner.name) == "grid" and enqueue:  # the grid starts from its defaults
+            model_cfg = space.with_defaults(model_cfg, enqueue[0])
+            optimizer_cfg = space.with_defaults(optimizer_cfg, enqueue[0])
+            activation = space.with_defaults({"activation": activation}, enqueue[0])["activation"]
         hypermodel = tuning.SweepHyperModel(
-            cfg.model, cfg.optimizer, cfg.activation, input_shape=self.splits.image_shape,
+            model_cfg, optimizer_cfg, activation, input_shape=self.splits.image_shape,
             num_classes=self.splits.num_classes, image_size=self.image_size,
             epochs=cfg.budget.epochs,
             steps_per_epoch=training.steps_per_epoch(self.splits, cfg.budget.batch_size))
         oracle = oracles.make_oracle(cfg.tuner, cfg.budget, cfg.seed,
-                                     pruner=pruning.make_pruner(cfg.tuner),
-                                     enqueue=space.plain(cfg.tuner.enqueue))
+                                     pruner=pruning.make_pruner(cfg.tuner), enqueue=enqueue)
         if cfg.budget.time_limit_s:
             oracle.deadline = time.monotonic() + cfg.budget.time_limit_s
         with contextlib.redirect_stdout(io.StringIO()):  # keras-tuner's "Reloading Tuner from"
@@ -189,7 +196,8 @@ def summarize(job: Job, tracker, report, best_model: Path | None, started: float
         best_pair = (metrics.get("val_accuracy_kept", metrics.get("val_accuracy")),
                      metrics.get("test_accuracy", float("nan")))
     summary = {"trials_completed": completed, "trials_failed": failed,
-               "trials_pruned": counts["PRUNED"], "job_time_s": time.perf_counter() - started}
+               "trials_pruned": counts["PRUNED"], "epochs_saved": counts["epochs_saved"],
+               "job_time_s": time.perf_counter() - started}
     if best_pair:
         summary.update(best_val_accuracy=best_pair[0], best_test_accuracy=best_pair[1])
     tracker.finish_job(summary)

@@ -32,7 +32,8 @@ SCALAR_TYPES = (bool, int, float, str)
 MAX_STEPPED_VALUES = 10_000
 
 __all__ = ["SpecError", "check_spec", "declare", "default_value", "grid_size", "is_spec",
-           "normalize", "plain", "point", "spec_type", "spec_values", "split", "values"]
+           "normalize", "plain", "point", "spec_type", "spec_values", "split", "values",
+           "with_defaults"]
 
 
 def is_spec(value: Any) -> bool:
@@ -63,12 +64,13 @@ def normalize(spec: Mapping) -> dict:
         choice_last = keys.index("choice") > max(keys.index(k) for k in RANGE_KEYS if k in spec)
         drop = RANGE_KEYS if choice_last else ("choice",)
         spec = {k: v for k, v in spec.items() if k not in drop}
-    if "default" in spec and not _can_produce(spec, spec["default"]):
+    if "default" in spec and not can_produce(spec, spec["default"]):
         del spec["default"]  # left over from the spec this one replaced
     return spec
 
 
-def _can_produce(spec: Mapping, value: Any) -> bool:
+def can_produce(spec: Mapping, value: Any) -> bool:
+    """Whether `value` is one of a spec's choices, or inside its range."""
     if "choice" in spec:
         return isinstance(spec["choice"], list) and value in spec["choice"]
     try:
@@ -265,6 +267,16 @@ def grid_size(params: Mapping) -> int | None:
             return None
         size *= len(points)
     return size
+
+
+def with_defaults(params: Mapping, point: Mapping) -> dict:
+    """`params` with each searched key's `default` set to `point`'s value (a grid search then
+    starts there)."""
+    result = dict(plain(params))
+    for name, value in plain(point).items():
+        if name in result and is_spec(result[name]):
+            result[name] = {**normalize(result[name]), "default": value}
+    return result
 
 
 def point(model: Mapping, optimizer: Mapping, activation: Any,

@@ -227,11 +227,12 @@ class JobTracker:
 
     def trial_counts(self) -> dict:
         """FINISHED / FAILED / KILLED child runs under the parent (PRUNED ones are FINISHED)."""
-        counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0, "PRUNED": 0}
+        counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0, "PRUNED": 0, "epochs_saved": 0}
         for run in self.children():
             counts[run.info.status] = counts.get(run.info.status, 0) + 1
             if results.trial_status(run) == "PRUNED":
                 counts["PRUNED"] += 1
+                counts["epochs_saved"] += int(run.data.metrics.get("epochs_saved", 0))
         return counts
 
     def best_trial(self):

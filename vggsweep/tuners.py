@@ -64,15 +64,20 @@ def check(cfg) -> None:
     if str(cfg.tuner.pruner) == "asha" and not tuner.counts_trials:
         raise ConfigError("tuner.pruner=asha: Hyperband already halves its brackets; use "
                           "tuner.pruner=off or median with it, or another tuner")
-    if cfg.tuner.cost not in (None, "train_time_s", "param_count"):
-        raise ConfigError(f"tuner.cost={cfg.tuner.cost!r} is not valid; valid: null, "
-                          "train_time_s, param_count")
-    searched = {name for section in (cfg.model, cfg.optimizer) for name, value in section.items()
-                if space.is_spec(value)} | ({"activation"} if space.is_spec(cfg.activation)
-                                            else set())
-    for index, point in enumerate(cfg.tuner.enqueue):
-        unknown = sorted(set(point) - searched)
+    if str(cfg.tuner.pruner) != "off" and cfg.budget.executions_per_trial > 1:
+        raise ConfigError("tuner.pruner needs budget.executions_per_trial=1 (a pruner compares "
+                          "one curve per trial)")
+    specs = {name: space.normalize(value) for section in (cfg.model, cfg.optimizer)
+             for name, value in section.items() if space.is_spec(value)}
+    if space.is_spec(cfg.activation):
+        specs["activation"] = space.normalize(cfg.activation)
+    for index, point in enumerate(space.plain(cfg.tuner.enqueue)):
+        unknown = sorted(set(point) - set(specs))
         if unknown:
             raise ConfigError(f"tuner.enqueue[{index}] sets {', '.join(unknown)}, which this job "
-                              "does not search; searched: " + (", ".join(sorted(searched))
+                              "does not search; searched: " + (", ".join(sorted(specs))
                                                                or "(nothing)"))
+        for name, value in point.items():
+            if not space.can_produce(specs[name], value):
+                raise ConfigError(f"tuner.enqueue[{index}].{name}={value!r} is outside its "
+                                  f"search space {specs[name]}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class JobContext:
     keep: str  # best | all
     image_size: int
     prune: bool = False  # report every epoch to the oracle, which may stop the trial
+    cost: str | None = None  # the second objective (train_time_s | param_count), if any
+    cost_weight: float = 0.02  # accuracy traded per 10x cost
     trial_params: dict = field(default_factory=dict)
     trial_tags: dict = field(default_factory=dict)
     compile_options: dict = field(default_factory=dict)
@@ -77,6 +80,13 @@ class SweepHyperModel(kt.HyperModel):
         model_kwargs, optimizer_kwargs = self.point(hp_values)
         typed = {**model_kwargs, **optimizer_kwargs}
         return {k: typed.get(k, v) for k, v in hp_values.items()}
+
+    def param_count(self, hp_values: dict) -> int:
+        """The model's parameter count at a point (built, not trained)."""
+        model_kwargs, _ = self.point(hp_values)
+        return models.build_model(self.family, model_kwargs, input_shape=self.input_shape,
+                                  num_classes=self.num_classes,
+                                  image_size=self.image_size).count_params()
 
     def build(self, hp):
         model_kwargs, optimizer_kwargs = self.point(hp.values)
@@ -140,15 +150,27 @@ class SweepTuner(kt.Tuner):
             except (NonFiniteLoss, ModelConfigError) as error:
                 raise kt.errors.FailedTrialError(str(error)) from error
 
-    def _epoch_hook(self, trial, run, report: bool):
+    def cost_adjusted(self, val_accuracy: float, cost: float) -> float:
+        """The search's objective with `tuner.cost`: accuracy minus weight x log10(cost)."""
+        return val_accuracy - self.job.cost_weight * math.log10(max(cost, 1e-9))
+
+    def _epoch_hook(self, trial, run, report: bool, epochs: int, params: int):
         """Per epoch: the curves into MLflow (one batch), the value to the pruning oracle."""
+        started = time.perf_counter()
+
         def on_epoch(epoch: int, logs: dict) -> str | None:
             if report:
                 self.job.tracker.log_epoch(run, logs, epoch)
             if self.job.prune and "val_accuracy" in logs:
-                answer = self.oracle.update_trial(
-                    trial.trial_id, {"val_accuracy": float(logs["val_accuracy"])}, step=epoch)
-                if answer.status == trial_module.TrialStatus.STOPPED:
+                value = float(logs["val_accuracy"])
+                reported = {"val_accuracy": value}
+                if self.job.cost:  # the objective too: the time cost projected to the end
+                    cost = params if self.job.cost == "param_count" else (
+                        (time.perf_counter() - started) / (epoch + 1) * epochs)
+                    reported["cost_adjusted_accuracy"] = self.cost_adjusted(value, cost)
+                answer = self.oracle.update_trial(trial.trial_id, reported, step=epoch)
+                last = epoch + 1 >= epochs  # stopping after the last epoch would save nothing
+                if answer.status == trial_module.TrialStatus.STOPPED and not last:
                     return f"pruned after epoch {epoch + 1}"
             return None
         return on_epoch
@@ -157,6 +179,7 @@ class SweepTuner(kt.Tuner):
         budget = self.job.budget
         epochs = int(values.get("tuner/epochs", budget.epochs))
         promoted_from = values.get("tuner/trial_id")
+        params = self.hypermodel.param_count(values) if self.job.cost == "param_count" else 0
         executions = []
         for execution in range(self.executions_per_trial):
             executions.append(training.train_one(
@@ -165,25 +188,34 @@ class SweepTuner(kt.Tuner):
                 seed=self.job.seed + int(trial.trial_id) + 1000 * execution,
                 patience=budget.patience, initial_epoch=int(values.get("tuner/initial_epoch", 0)),
                 weights=self._checkpoint(promoted_from) if promoted_from else None,
-                on_epoch=self._epoch_hook(trial, run, report=execution == 0),
+                on_epoch=self._epoch_hook(trial, run, execution == 0, epochs, params),
                 evaluate_test=False, verbose=self.job.verbose,
                 compile_options=self.job.compile_options))
         best = max(executions, key=lambda trained: trained.val_accuracy)  # ties: the first
         mean_val = sum(t.val_accuracy for t in executions) / len(executions)
         test, predictions = training.evaluate(best.model, splits.x_test, splits.y_test, "test")
         fit = best.fit
-        self.job.tracker.finish_trial(run, {
+        measures = {
             "val_accuracy_kept": mean_val, **test, "train_time_s": fit.train_time_s,
             "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
             "param_count": best.model.count_params(), "images_per_s": fit.images_per_s,
-        }, pruned=fit.stopped_by)
+        }
+        result = {"val_accuracy": mean_val}
+        if self.job.cost:
+            result["cost_adjusted_accuracy"] = self.cost_adjusted(mean_val,
+                                                                  measures[self.job.cost])
+            measures["cost_adjusted_accuracy"] = result["cost_adjusted_accuracy"]
+        if fit.stopped_by:
+            measures["epochs_saved"] = max(epochs - int(values.get("tuner/initial_epoch", 0))
+                                           - fit.epochs_run, 0)
+        self.job.tracker.finish_trial(run, measures, pruned=fit.stopped_by)
         if fit.stopped_by is None:
             self._keep(trial.trial_id, run, best.model, mean_val, predictions)
         elif self.job.keep == "all":
             best.model.save_weights(self._checkpoint(trial.trial_id))
         self.job.progress.trial_end(trial.trial_id, mean_val, test["test_accuracy"],
                                     fit.train_time_s, note=fit.stopped_by)
-        return {"val_accuracy": mean_val}
+        return result
 
     def _checkpoint(self, trial_id: str) -> str:
         return os.path.join(self.get_trial_dir(trial_id), CHECKPOINT)

@@ -1,0 +1,123 @@
+"""Search that spends fewer epochs: pruners (median/percentile, asynchronous successive halving),
+warm starts evaluated first by every tuner, cost-aware search, and pruned trials in the records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vggsweep import config, oracles, pruning, results, run, space, tuners
+from vggsweep import store as vstore
+
+TINY = ["model=mlp", "activation=relu", "data=digits", "budget=smoke", "data.train_samples=100",
+        "data.test_samples=50", "model.hidden_layers=1", "tracking.log_model=false", "verbose=0"]
+
+
+class FakeTrial:
+    """A keras-tuner trial as the pruners read it: an id and per-epoch validation accuracy."""
+
+    def __init__(self, trial_id: str, curve: list[float]):
+        from keras_tuner.src.engine import metrics_tracking
+
+        self.trial_id = trial_id
+        self.metrics = metrics_tracking.MetricsTracker()
+        self.metrics.register("val_accuracy", direction="max")
+        for epoch, value in enumerate(curve):
+            self.metrics.update("val_accuracy", value, step=epoch)
+
+
+def test_median_pruner_stops_a_trial_behind_the_others_at_the_same_epoch():
+    others = [FakeTrial(str(i), [0.5, 0.7, 0.8]) for i in range(3)]
+    behind, ahead = FakeTrial("9", [0.3, 0.4]), FakeTrial("8", [0.6, 0.75])
+    rule = pruning.PercentilePruner(percentile=50, warmup_epochs=1, min_trials=3)
+    assert not rule.should_stop(behind, [*others, behind], epoch=0)  # warm-up
+    assert rule.should_stop(behind, [*others, behind], epoch=1)
+    assert not rule.should_stop(ahead, [*others, ahead], epoch=1)
+    assert not rule.should_stop(behind, [others[0], behind], epoch=1)  # too few to compare
+
+
+def test_successive_halving_keeps_the_top_third_at_each_rung():
+    rule = pruning.SuccessiveHalvingPruner(reduction_factor=3, min_epochs=1, min_trials=1)
+    assert [e for e in range(9) if rule.is_rung(e)] == [0, 2, 8]  # epochs 1, 3, 9
+    field = [FakeTrial(str(i), [v]) for i, v in enumerate([0.9, 0.8, 0.7, 0.6, 0.5])]
+    assert not rule.should_stop(field[0], field, epoch=0)
+    assert rule.should_stop(field[1], field, epoch=0)  # 5 // 3 = 1 goes on: only the best
+    assert not rule.should_stop(field[0], field, epoch=1)  # not a rung
+
+
+@pytest.mark.parametrize("name", ["random", "quasi_random", "bayesian"])
+def test_enqueued_points_come_first(name, tmp_path):
+    import keras_tuner as kt
+    from omegaconf import OmegaConf
+
+    hp = kt.HyperParameters()
+    hp.Int("units", 16, 512, step=16)
+    hp.Choice("act", ["relu", "tanh"])
+    tuner_cfg = OmegaConf.create({"name": name, "num_initial_points": 2, "factor": 3,
+                                  "hyperband_iterations": 1})
+    points = [{"units": 496, "act": "tanh"}, {"units": 32}]
+    oracle = oracles.make_oracle(tuner_cfg, OmegaConf.create({"max_trials": 5, "epochs": 2}),
+                                 seed=0, enqueue=points)
+    oracle._set_project_dir(str(tmp_path), "p")
+    oracle.update_space(hp)
+    first, second = (oracle.create_trial(f"tuner{i}") for i in range(2))
+    assert first.hyperparameters.values == {"units": 496, "act": "tanh"}
+    assert second.hyperparameters.values == {"units": 32, "act": "relu"}  # the rest: defaults
+
+
+def test_a_grid_starts_from_the_first_enqueued_point():
+    spec = {"filters": {"choice": [16, 32, 64]}, "dropout": 0.2}
+    started = space.with_defaults(spec, {"filters": 64})
+    assert started == {"filters": {"choice": [16, 32, 64], "default": 64}, "dropout": 0.2}
+
+
+def test_studies_warm_start_from_their_reference_points():
+    for name in ("activations", "temperature", "mlp"):
+        cfg = config.compose([f"study={name}"])
+        config.validate(cfg)
+        assert cfg.tuner.enqueue, name
+    [s3] = config.compose(["study=activations"]).tuner.enqueue
+    assert dict(s3) == {"conv_blocks": 2, "filters": 32, "kernel_size": 3, "pool_size": 2,
+                        "dense_layers": 1, "dense_units": 512, "dropout": 0.0,
+                        "batch_norm": False, "learning_rate": 1.0e-3}
+
+
+def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VGGSWEEP_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = config.compose([*TINY, "tuner=quasi_random", "budget.max_trials=16", "budget.epochs=3",
+                          "tuner.pruner=median", "model.hidden_units={choice:[8,16,32]}",
+                          "experiment=pruned"])
+    result = run.run_job(cfg)
+    assert result.status == "completed" and result.completed == 16
+    uri = vstore.resolve_uri(None)
+    trials = results.load_trials(uri, "pruned")
+    pruned = trials[trials["status"] == "PRUNED"]
+    finished = trials[trials["status"] == "FINISHED"]
+    assert len(pruned) >= 1 and len(finished) >= 3
+    assert trials["rank"].notna().sum() == len(finished) and pruned["rank"].isna().all()
+    assert list(trials["status"][: len(finished)]) == ["FINISHED"] * len(finished)
+    assert (pruned["epochs_run"] < 3).all() and (pruned["epochs_saved"] >= 1).all()
+    parent = vstore.client(uri).get_run(result.parent_run_id)
+    assert parent.data.metrics["trials_pruned"] == len(pruned)
+    assert parent.data.metrics["epochs_saved"] == pruned["epochs_saved"].sum()
+    assert not [r for r in vstore.client(uri).search_runs(
+        [parent.info.experiment_id]) if r.info.status == "RUNNING"]
+
+
+def test_cost_aware_search_records_its_objective(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VGGSWEEP_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = config.compose([*TINY, "tuner=bayesian", "tuner.num_initial_points=1",
+                          "tuner.cost=param_count", "model.hidden_units={choice:[8,64]}",
+                          "experiment=cost"])
+    assert run.run_job(cfg).completed == 2
+    trials = results.load_trials(vstore.resolve_uri(None), "cost")
+    for _, trial in trials.iterrows():
+        expected = trial["val_accuracy"] - 0.02 * math.log10(trial["param_count"])
+        assert trial["cost_adjusted_accuracy"] == pytest.approx(expected)
+    assert trials["pareto_params"].any()
+    assert tuners.TUNERS["bayesian"].counts_trials
