@@ -23,11 +23,11 @@ install: $(VENV)/.installed  ## create .venv and install vggsweep with its depen
 demo: install  ## a small real multirun on the bundled digits (offline, about 2 minutes)
 	$(PY) -m vggsweep -m model=cnn,mlp activation=relu,tanh data=digits budget=demo experiment=demo
 
-test: install  ## the test suite (under 10 minutes on 2 cores)
-	$(PY) -m pytest -q
+test: install  ## the test suite (under 10 minutes on 2 cores: two pytest workers)
+	$(PY) -m pytest -q -n 2 --dist loadscope
 
 test-all: install  ## the test suite including slow tests (real MNIST)
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -n 2 --dist loadscope -m "slow or not slow"
 
 ui: install  ## the MLflow UI on http://127.0.0.1:$(PORT) over ./mlflow.db
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)

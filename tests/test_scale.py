@@ -60,21 +60,6 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     assert "[job 1/2 cnn-relu]" in done.stdout and "[job 2/2 mlp-relu]" in done.stdout
 
 
-def test_parallel_trials_with_two_workers(tmp_path):
-    done = run_cli(["model=cnn", "activation=relu", *TINY, "budget.max_trials=4",
-                    "tuner.workers=2", "experiment=workers"], tmp_path, timeout=400)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    everything = runs(tmp_path, "workers")
-    [job] = by_role(everything, "job")
-    trials = by_role(everything, "trial")
-    assert [t.info.status for t in trials] == ["FINISHED"] * 4
-    assert sorted(t.data.tags[store.TRIAL_ID] for t in trials) == ["0", "1", "2", "3"]
-    assert {t.data.tags[store.PARENT] for t in trials} == {job.info.run_id}
-    assert {t.data.tags[store.WORKER] for t in trials} == {"worker0", "worker1"}
-    assert "python -m vggsweep.worker --chief 127.0.0.1:" in done.stdout
-    assert job.data.metrics["trials_completed"] == 4
-
-
 def _kill_a_worker_mid_trial(home: Path, args: list[str]) -> subprocess.CompletedProcess:
     """Runs the job; SIGKILLs worker0 while it trains its first trial (after its first epoch
     line), then lets the job finish."""
@@ -107,15 +92,22 @@ def _kill_a_worker_mid_trial(home: Path, args: list[str]) -> subprocess.Complete
     return subprocess.CompletedProcess(args, proc.returncode, "".join(lines), proc.stderr.read())
 
 
-def test_a_worker_killed_mid_trial_costs_only_that_trial(tmp_path):
-    args = [*MLP, *TINY, "budget.epochs=3", "budget.max_trials=4", "tuner.workers=2",
+def test_two_workers_and_one_killed_mid_trial(tmp_path):
+    """Two workers train the job's trials in parallel; one killed mid-trial is started again and
+    gets its trial back, so the kill costs only that trial; a rerun finds the search done."""
+    args = [*MLP, *TINY, "budget.epochs=2", "budget.max_trials=4", "tuner.workers=2",
             "experiment=killed"]
     first = _kill_a_worker_mid_trial(tmp_path, args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "worker worker0 ended with code -9; starting it again" in first.stdout
+    assert "python -m vggsweep.worker --chief 127.0.0.1:" in first.stdout
     after = runs(tmp_path, "killed")
+    [job] = by_role(after, "job")
     finished = by_role(after, "trial", "FINISHED")
     assert sorted(t.data.tags[store.TRIAL_ID] for t in finished) == ["0", "1", "2", "3"]
+    assert {t.data.tags[store.PARENT] for t in finished} == {job.info.run_id}
+    assert {t.data.tags[store.WORKER] for t in finished} == {"worker0", "worker1"}
+    assert job.data.metrics["trials_completed"] == 4
     [orphan] = by_role(after, "trial", "KILLED")  # the killed attempt, superseded by its rerun
     assert orphan.data.tags[store.TRIAL_ID] in {"0", "1", "2", "3"}
     assert not [r for r in after if r.info.status == "RUNNING"]

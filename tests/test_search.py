@@ -87,9 +87,9 @@ def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VGGSWEEP_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = config.compose([*TINY, "tuner=quasi_random", "budget.max_trials=16", "budget.epochs=3",
-                          "tuner.pruner=median", "model.hidden_units={choice:[8,16,32]}",
-                          "experiment=pruned"])
+    cfg = config.compose([*TINY, "tuner=quasi_random", "budget.max_trials=16", "budget.epochs=2",
+                          "tuner.pruner=median", "tuner.pruner_warmup_epochs=0",
+                          "model.hidden_units={choice:[8,16,32]}", "experiment=pruned"])
     result = run.run_job(cfg)
     assert result.status == "completed" and result.completed == 16
     uri = vstore.resolve_uri(None)
@@ -99,7 +99,7 @@ def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, mon
     assert len(pruned) >= 1 and len(finished) >= 3
     assert trials["rank"].notna().sum() == len(finished) and pruned["rank"].isna().all()
     assert list(trials["status"][: len(finished)]) == ["FINISHED"] * len(finished)
-    assert (pruned["epochs_run"] < 3).all() and (pruned["epochs_saved"] >= 1).all()
+    assert (pruned["epochs_run"] < 2).all() and (pruned["epochs_saved"] >= 1).all()
     parent = vstore.client(uri).get_run(result.parent_run_id)
     assert parent.data.metrics["trials_pruned"] == len(pruned)
     assert parent.data.metrics["epochs_saved"] == pruned["epochs_saved"].sum()

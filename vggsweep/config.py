@@ -188,12 +188,14 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     return [list(combination) for combination in itertools.product(*choices)]
 
 
-def validate(cfg, image_size: int | None = None) -> None:
+def validate(cfg, image_size: int | None = None, geometry: bool = True) -> None:
     """Checks a composed config; raises ConfigError with one line on the first problem.
 
     Args:
         image_size: the size the models work at, when the data is known (`effective_image_size`);
             default: the config's, else 28 (MNIST).
+        geometry: also check that every point of the model's space fits that size (the one
+            check that needs the data's size; `check_geometry` alone does it later).
     """
     from omegaconf import OmegaConf
 
@@ -215,9 +217,17 @@ def validate(cfg, image_size: int | None = None) -> None:
                   exclude=("activation",))
     _check_optimizer(cfg.optimizer)
     data.check_source(cfg.data)
-    size = image_size or cfg.data.image_size or DEFAULT_IMAGE_SIZE
-    models.check_space(family, {**cfg.model, "activation": "relu"}, size)
     tuners.check(cfg)
+    if geometry:
+        check_geometry(cfg, image_size)
+
+
+def check_geometry(cfg, image_size: int | None = None) -> None:
+    """Every point of the model's search space fits the size the models work at."""
+    from vggsweep import models
+
+    size = image_size or cfg.data.image_size or DEFAULT_IMAGE_SIZE
+    models.check_space(cfg.model.family, {**cfg.model, "activation": "relu"}, size)
 
 
 def _check_optimizer(optimizer) -> None:

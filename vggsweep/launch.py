@@ -66,9 +66,9 @@ def prevalidate(argv: list[str]) -> Plan:
     jobs, first, multirun = job_configs(argv)
     keys, targets, uris_checked, projects = set(), [], set(), {}
     for cfg in jobs:
-        config.validate(cfg)
+        config.validate(cfg, geometry=False)
         splits = data.load(cfg.data)  # cached: the in-process jobs reuse it
-        config.validate(cfg, config.effective_image_size(cfg.data, splits.image_shape))
+        config.check_geometry(cfg, config.effective_image_size(cfg.data, splits.image_shape))
         uri = store.resolve_uri(cfg.tracking.uri)
         if uri not in uris_checked:
             store.check_uri(uri)
@@ -155,7 +155,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     interrupted = False
     try:
-        _run_hydra([*argv, *hydra_overrides(plan, argv)])
+        # The overrides as the checks composed them (a spec given on the command line replaces
+        # the one it overrides), so that each job is the job that was checked.
+        flags = [arg for arg in argv if arg.startswith("-")]
+        _run_hydra([*flags, *config.replace_spec_overrides(_overrides(argv)),
+                    *hydra_overrides(plan, argv)])
     except KeyboardInterrupt:
         interrupted = True
         print("interrupted: open MLflow runs were ended KILLED; rerun the same command to "

@@ -142,10 +142,10 @@ def run_job(cfg, info: JobInfo | None = None) -> JobResult:
     """Runs one job's search and records it; returns its result (never raises for a failed
     search; raises ConfigError for bad input before any MLflow run exists)."""
     info = info or JobInfo()
-    config.validate(cfg)
+    config.validate(cfg, geometry=False)
     splits = data.load(cfg.data)  # before any MLflow run: bad data leaves nothing half-written
     image_size = config.effective_image_size(cfg.data, splits.image_shape)
-    config.validate(cfg, image_size)
+    config.check_geometry(cfg, image_size)
     uri = store.resolve_uri(cfg.tracking.uri)
     key = job_key(cfg, uri)
     project = project_dir(cfg, key)

@@ -6,6 +6,7 @@ validation (`builder_params`, `check_geometry`, `check_space`) stays instant; `b
 it when it builds.
 """
 
+import functools
 import inspect
 import itertools
 import math
@@ -67,11 +68,14 @@ def builder_params(family: str) -> dict[str, type | None]:
 
 def defaults(family: str) -> dict:
     """The builder's default value of every model-config key."""
+    return dict(_defaults(family))
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(family: str) -> tuple:
     signature = inspect.signature(_builder(family))
-    return {
-        name: parameter.default for name, parameter in signature.parameters.items()
-        if name not in CONTEXT_ARGS
-    }
+    return tuple((name, parameter.default) for name, parameter in signature.parameters.items()
+                 if name not in CONTEXT_ARGS)
 
 
 def resolve(family: str, params: Mapping) -> dict:
