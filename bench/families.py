@@ -55,10 +55,12 @@ def bench_one(name: str, args) -> dict:
     cfg = compose(name, args)
     splits = data.load(cfg.data)
     model_kwargs, optimizer_kwargs = space.point(cfg.model, cfg.optimizer, cfg.activation)
+    batch_size, optimizer_kwargs = accelerator.scaled(cfg.budget.batch_size, optimizer_kwargs,
+                                                      cfg.accelerator)
     trained = training.train_one(
         cfg.model.family, model_kwargs, optimizer_kwargs, splits,
         image_size=config.effective_image_size(cfg.data, splits.image_shape),
-        epochs=cfg.budget.epochs, batch_size=cfg.budget.batch_size, seed=cfg.seed,
+        epochs=cfg.budget.epochs, batch_size=batch_size, seed=cfg.seed,
         patience=cfg.budget.patience, compile_options=accelerator.compile_options(cfg.accelerator))
     fit = trained.fit
     return {

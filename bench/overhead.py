@@ -159,13 +159,16 @@ def run_stages(argv: list[str]) -> None:
     wrap(tuning.SweepTuner, "_keep", "  keep the best model on disk")
     wrap(search, "log_best_model", "log the best model and its pictures")
     wrap(outputs, "write_sweep_outputs", "leaderboard, plots, report")
-    sys.argv = ["vggsweep", *argv]
-    try:
-        launch.main()
-    except SystemExit as done:
+    finish = launch.finish
+
+    def report_then_finish(code: int) -> None:
         times["total"] = time.perf_counter() - started
         print("OVERHEAD " + json.dumps(times), flush=True)
-        raise SystemExit(done.code) from None
+        finish(code)
+
+    launch.finish = report_then_finish
+    sys.argv = ["vggsweep", *argv]
+    launch.main()
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ def _count(name: str) -> int:
 
 def on_gpu(acc_cfg) -> bool:
     """Whether the fast GPU path applies: device=gpu, or auto with a GPU visible."""
-    device = str(acc_cfg.device) if acc_cfg is not None else "auto"
+    device = str(acc_cfg.get("device", "auto")) if acc_cfg is not None else "auto"
     if device == "cpu":
         return False
     return device == "gpu" or gpu_count() > 0
@@ -125,6 +125,41 @@ def batch_scale(acc_cfg) -> int:
     return int(_choose(value, on_gpu(acc_cfg), GPU_BATCH_SCALE, 1))
 
 
+def scaled(batch_size: int, optimizer_kwargs: dict, acc_cfg) -> tuple[int, dict]:
+    """The batch and learning rate a step takes on this device: N times the configured batch
+    with N times the learning rate (the linear scaling rule), N = `batch_scale`."""
+    scale = batch_scale(acc_cfg)
+    if scale == 1:
+        return batch_size, optimizer_kwargs
+    return batch_size * scale, {**optimizer_kwargs,
+                                "learning_rate": optimizer_kwargs["learning_rate"] * scale}
+
+
+def on_device(splits, acc_cfg):
+    """The splits with their arrays on the accelerator, put there once (not copied at every
+    step); the test labels stay on the host, where the metrics are computed."""
+    value = acc_cfg.get("data_on_device") if acc_cfg is not None else None
+    if not _choose(value, on_gpu(acc_cfg), True, False):
+        return splits
+    import dataclasses
+
+    if backend() == "jax":
+        import jax
+
+        put = jax.device_put
+    elif backend() == "tensorflow":
+        import tensorflow as tf
+
+        def put(array):
+            with tf.device("/GPU:0" if gpu_count() else "/CPU:0"):
+                return tf.convert_to_tensor(array)
+    else:
+        return splits
+    moved = {name: put(getattr(splits, name))
+             for name in ("x_train", "y_train", "x_val", "y_val", "x_test")}
+    return dataclasses.replace(splits, **moved)
+
+
 def mixed_precision(acc_cfg) -> bool:
     value = acc_cfg.get("mixed_precision") if acc_cfg is not None else None
     return bool(_choose(value, on_gpu(acc_cfg), True, False))
@@ -150,8 +185,8 @@ def worker_env(acc_cfg, index: int, workers: int) -> dict:
     """Environment of a job's worker `index` (0-based) of `workers`: its GPU, or its share."""
     gpus = gpu_count() if on_gpu(acc_cfg) else 0
     if gpus == 0:
-        return {"CUDA_VISIBLE_DEVICES": ""} if str(acc_cfg.device) == "cpu" else {}
-    if str(acc_cfg.gpu_sharing) == "one_each":
+        return {"CUDA_VISIBLE_DEVICES": ""} if str(acc_cfg.get("device")) == "cpu" else {}
+    if str(acc_cfg.get("gpu_sharing")) == "one_each":
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
         return {"CUDA_VISIBLE_DEVICES": ids[index % len(ids)]}
@@ -164,7 +199,8 @@ def worker_env(acc_cfg, index: int, workers: int) -> dict:
 
 
 def limit_memory(acc_cfg) -> None:
-    """In a worker sharing a GPU, before the backend starts: at most `gpu_memory_mb`."""
+    """In a worker sharing a GPU, before the backend starts: at most `gpu_memory_mb`
+    (TensorFlow; JAX takes its share from `worker_env`'s memory fraction)."""
     megabytes = acc_cfg.get("gpu_memory_mb") if acc_cfg is not None else None
     if not megabytes or backend() != "tensorflow" or not on_gpu(acc_cfg):
         return

@@ -69,10 +69,12 @@ def retrain(cfg, seed: int) -> dict:
     splits = data.load(cfg.data)
     accelerator.apply(cfg.get("accelerator"))
     model_kwargs, optimizer_kwargs = space.point(cfg.model, cfg.optimizer, cfg.activation)
+    batch_size, optimizer_kwargs = accelerator.scaled(cfg.budget.batch_size, optimizer_kwargs,
+                                                      cfg.get("accelerator"))
     trained = training.train_one(
         cfg.model.family, model_kwargs, optimizer_kwargs, splits,
         image_size=config.effective_image_size(cfg.data, splits.image_shape),
-        epochs=cfg.budget.epochs, batch_size=cfg.budget.batch_size, seed=seed,
+        epochs=cfg.budget.epochs, batch_size=batch_size, seed=seed,
         patience=cfg.budget.patience, compile_options=accelerator.compile_options(cfg.get("accelerator")))
     return {"val_accuracy": trained.val_accuracy, **trained.test,
             "train_time_s": trained.fit.train_time_s, "epochs_run": trained.fit.epochs_run}

@@ -293,16 +293,32 @@ def content_hash(arrays: tuple) -> str:
     return digest.hexdigest()[:16]
 
 
+def stratified_split(labels: np.ndarray, take: int, seed: int,
+                     within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of `take` items drawn per class in proportion (largest remainders first), and of
+    the rest, both sorted; among `within` (default: every index). NumPy only: scikit-learn's
+    `train_test_split` does the same but costs a second of import."""
+    pool = np.arange(len(labels)) if within is None else np.asarray(within)
+    rng = np.random.RandomState(seed)
+    classes, inverse = np.unique(labels[pool], return_inverse=True)
+    counts = np.bincount(inverse)
+    exact = counts * take / len(pool)
+    share = np.floor(exact).astype(int)
+    leftover = take - share.sum()
+    if leftover > 0:  # the classes with the largest remainders get one more (ties at random)
+        order = np.lexsort((rng.random_sample(len(classes)), -(exact - share)))
+        share[order[:leftover]] += 1
+    taken = [rng.permutation(pool[inverse == index])[:count]
+             for index, count in enumerate(share)]
+    chosen = np.sort(np.concatenate(taken)) if taken else np.array([], dtype=int)
+    return chosen, np.setdiff1d(pool, chosen)
+
+
 def stratified_subset(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
     """Indices of a stratified random subset of `size` items (all of them if size is None)."""
     if size is None or size >= len(labels):
         return np.arange(len(labels))
-    from sklearn.model_selection import train_test_split
-
-    indices, _ = train_test_split(
-        np.arange(len(labels)), train_size=size, stratify=labels, random_state=seed
-    )
-    return np.sort(indices)
+    return stratified_split(labels, size, seed)[0]
 
 
 def _as_float(images: np.ndarray) -> np.ndarray:
@@ -312,18 +328,13 @@ def _as_float(images: np.ndarray) -> np.ndarray:
 
 
 def _carve(labels: np.ndarray, pool: np.ndarray, val_fraction: float, seed: int):
-    """Train and validation indices of `pool`, stratified when every class can be."""
-    from sklearn.model_selection import train_test_split
-
-    counts = np.bincount(labels[pool])
-    stratify = labels[pool] if counts[counts > 0].min() >= 2 else None
+    """Train and validation indices of `pool`, stratified by class."""
     n_val = max(1, math.ceil(len(pool) * val_fraction))
-    if n_val >= len(pool) or (stratify is not None and n_val < (counts > 0).sum()):
-        stratify = None
     if n_val >= len(pool):
         raise DataError(f"only {len(pool)} training images: too few to carve a validation split "
                         f"of {val_fraction:g}")
-    return train_test_split(pool, test_size=n_val, stratify=stratify, random_state=seed)
+    val, train = stratified_split(labels, n_val, seed, within=pool)
+    return train, val
 
 
 @functools.lru_cache(maxsize=4)

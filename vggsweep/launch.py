@@ -11,6 +11,7 @@ input, 130 interrupted.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -137,9 +138,44 @@ def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def help_text() -> str:
+    """`--help`: the options, read from the config folders and the registries (no Hydra
+    composition of every group, which takes a second)."""
+    from vggsweep import data, models, tuners
+
+    groups = "\n".join(f"  {group + ':':<16}{', '.join(config.group_options(group))}"
+                       for group in config.GROUPS)
+    from omegaconf import OmegaConf
+
+    composed = OmegaConf.to_yaml(config.compose([]))
+    return f"""vggsweep: run, track and compare hyperparameter sweeps of Keras image classifiers.
+
+usage: python -m vggsweep [-m] [group=option ...] [key=value ...]
+  -m                 multirun: one job per combination of the swept values (model=vgg16,cnn)
+  --cfg job          print the composed config of these overrides; --hydra-help: Hydra's help
+
+config groups (group=option):
+{groups}
+  {'hydra/launcher:':<16}basic, joblib, submitit_local, submitit_slurm
+
+registries: model families {', '.join(models.FAMILIES)}; data sources {', '.join(data.DATASETS)};
+  tuners {', '.join(tuners.TUNERS)}; pruners (tuner.pruner) {', '.join(tuners.PRUNERS)}
+a value is fixed (model.filters=64) or searched ('model.filters={{choice:[16,32,64]}}',
+  'model.dropout={{min:0.0,max:0.5,step:0.1}}', 'optimizer.learning_rate={{min:1e-4,max:1e-2,
+  sampling:log}}'); activation=relu fixes the activation, unset it is searched
+commands: python -m vggsweep.leaderboard | report | confidence | summary | worker | server
+  (each with --help); make help lists the make targets
+
+the default config (without overrides):
+{composed}"""
+
+
 def main() -> None:
     argv = sys.argv[1:]
     run.quiet_libraries()
+    if argv and argv[0] in ("--help", "-h") and len(argv) == 1:
+        print(help_text())
+        finish(EXIT_OK)
     if config.is_inspect_only(argv):
         sys.exit(_run_hydra(argv))
     try:
@@ -167,7 +203,18 @@ def main() -> None:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _write_outputs(plan)
-    sys.exit(EXIT_INTERRUPTED if interrupted else outcome(plan))
+    finish(EXIT_INTERRUPTED if interrupted else outcome(plan))
+
+
+def finish(code: int) -> None:
+    """Exits once everything is written and flushed, without the seconds TensorFlow's and
+    MLflow's interpreter-exit hooks take (every run is already ended, every file closed)."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _run_hydra(argv: list[str]) -> int:

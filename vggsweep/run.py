@@ -154,6 +154,7 @@ def run_job(cfg, info: JobInfo | None = None) -> JobResult:
     from vggsweep import accelerator
 
     accelerator.apply(cfg.accelerator)  # imports Keras quietly, before anything else does
+    splits = accelerator.on_device(splits, cfg.accelerator)
     job = search.Job(cfg=cfg, info=info, name=_name(cfg, info), key=key, uri=uri,
                      project=project, splits=splits, image_size=image_size)
     with job_lock(project, job.name):

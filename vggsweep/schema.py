@@ -107,6 +107,7 @@ class AcceleratorConfig:
     mixed_precision: Optional[bool] = None  # bf16 compute; null: on with a GPU
     steps_per_execution: Optional[int] = _field(None, min=1)  # null: 1 on CPU, 32 on GPU
     batch_scale: Optional[int] = _field(None, min=1)  # batch x N, learning rate x N; null: 1/4
+    data_on_device: Optional[bool] = None  # arrays put on the device once; null: with a GPU
     gpu_sharing: GpuSharing = GpuSharing.share  # workers on one GPU: share | one_each
     gpu_memory_mb: Optional[int] = _field(None, min=256)  # per worker when sharing
 

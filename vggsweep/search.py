@@ -107,10 +107,12 @@ class Job:
             cost=str(cfg.tuner.cost) if cfg.tuner.cost else None,
             cost_weight=cfg.tuner.cost_weight,
             trial_params={"epochs": cfg.budget.epochs, "batch_size": cfg.budget.batch_size,
+                          "batch_scale": accelerator.batch_scale(cfg.accelerator),
                           "optimizer": cfg.optimizer.name, **splits.sizes()},
             trial_tags={"model": self.info.model_name or cfg.model.family,
                         "family": cfg.model.family, "data": splits.name},
             compile_options=accelerator.compile_options(cfg.accelerator),
+            accelerator=cfg.accelerator,
         )
 
     def tuner(self, tracker, report):
@@ -156,9 +158,10 @@ class Job:
 
         saved = json.loads((project / JOB_FILE).read_text())
         cfg = OmegaConf.create(saved["config"])
+        splits = accelerator.on_device(data.load(cfg.data), cfg.accelerator)
         return cls(cfg=cfg, info=JobInfo(**saved["info"]), name=saved["name"], key=saved["key"],
                    uri=tracking_uri or saved["tracking_uri"], project=project,
-                   splits=data.load(cfg.data), image_size=saved["image_size"],
+                   splits=splits, image_size=saved["image_size"],
                    parent_run_id=saved["parent_run_id"])
 
 

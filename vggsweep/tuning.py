@@ -21,7 +21,7 @@ import numpy as np
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.hyperparameters import hp_types
 
-from vggsweep import models, results, space, training
+from vggsweep import accelerator, models, results, space, training
 from vggsweep.errors import ModelConfigError, NonFiniteLoss
 from vggsweep.oracles import atomic_write_json
 
@@ -48,6 +48,7 @@ class JobContext:
     trial_params: dict = field(default_factory=dict)
     trial_tags: dict = field(default_factory=dict)
     compile_options: dict = field(default_factory=dict)
+    accelerator: object = None  # the accelerator config subtree (batch scaling)
 
 
 class SweepHyperModel(kt.HyperModel):
@@ -180,11 +181,13 @@ class SweepTuner(kt.Tuner):
         epochs = int(values.get("tuner/epochs", budget.epochs))
         promoted_from = values.get("tuner/trial_id")
         params = self.hypermodel.param_count(values) if self.job.cost == "param_count" else 0
+        batch_size, optimizer_kwargs = accelerator.scaled(budget.batch_size, optimizer_kwargs,
+                                                          self.job.accelerator)
         executions = []
         for execution in range(self.executions_per_trial):
             executions.append(training.train_one(
                 self.hypermodel.family, model_kwargs, optimizer_kwargs, splits,
-                image_size=self.job.image_size, epochs=epochs, batch_size=budget.batch_size,
+                image_size=self.job.image_size, epochs=epochs, batch_size=batch_size,
                 seed=self.job.seed + int(trial.trial_id) + 1000 * execution,
                 patience=budget.patience, initial_epoch=int(values.get("tuner/initial_epoch", 0)),
                 weights=self._checkpoint(promoted_from) if promoted_from else None,

@@ -14,6 +14,7 @@ Each trial it trains is a child run of the job's parent run, tagged `vggsweep.wo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -54,9 +55,10 @@ def _worker_main(args: argparse.Namespace) -> int:
     from vggsweep import accelerator, run, search
 
     run.quiet_libraries()
+    settings = json.loads((project / search.JOB_FILE).read_text())["config"].get("accelerator")
+    accelerator.limit_memory(settings)  # before anything starts the GPU
+    accelerator.apply(settings)
     job = search.Job.load(project, args.tracking_uri)
-    accelerator.limit_memory(job.cfg.accelerator)
-    accelerator.apply(job.cfg.accelerator)
     tracker = job.tracker()
     tracker.tags[store.WORKER] = args.worker_id
     report = job.progress(worker=args.worker_id)
