@@ -60,9 +60,10 @@ def trials(home: Path, experiment: str) -> list[dict]:
     runs = client.search_runs([experiment_id], "tags.`vggsweep.role` = 'trial' and "
                               "attributes.status = 'FINISHED'",
                               order_by=["attributes.end_time ASC"], max_results=5000)
-    return [{"epochs": r.data.metrics["epochs_run"], "val": results._trial_record(
-        r, {}, False)["val_accuracy"], "test": r.data.metrics.get("test_accuracy"),
-        "pruned": results.trial_status(r) == "PRUNED"} for r in runs]
+    return [{"epochs": r.data.metrics["epochs_run"],
+             "val": r.data.metrics.get(results.KEPT_VAL_ACCURACY, r.data.metrics["val_accuracy"]),
+             "test": r.data.metrics.get("test_accuracy"),
+             "pruned": results.trial_status(r) == "PRUNED"} for r in runs]
 
 
 def epochs_to_reach(found: list[dict], target: float) -> float | None:

@@ -12,7 +12,7 @@ import io
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -66,7 +66,6 @@ class Job:
     splits: object  # vggsweep.data.Splits
     image_size: int
     parent_run_id: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def tags(self) -> dict:
         cfg, splits = self.cfg, self.splits

@@ -140,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="PostgreSQL's data, the artifacts and the logs")
     parser.add_argument("--app-name", default=None,
                         help="an MLflow server app, e.g. basic-auth (needs mlflow[auth])")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address the tracking server listens on (PostgreSQL always "
+                        "listens on 127.0.0.1); another than 127.0.0.1 needs --allowed-hosts")
+    parser.add_argument("--allowed-hosts", default=None,
+                        help="MLflow's host protection: the Host headers it accepts, e.g. "
+                        "'tracking.lab.example:5000,10.0.0.5:5000'")
     return parser
 
 
@@ -148,6 +154,11 @@ def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
 
 
 def _server_main(args: argparse.Namespace) -> int:
+    if args.port > 65535:
+        raise ConfigError(f"--port {args.port}: valid ports are 1 to 65535")
+    if args.host not in ("127.0.0.1", "localhost") and not args.allowed_hosts:
+        raise ConfigError(f"--host {args.host} serves other machines: name the addresses they "
+                          "use with --allowed-hosts (MLflow refuses other Host headers)")
     folder = Path(args.dir).expanduser().resolve()
     database = Postgres(folder, _free_port())
     for signum in (signal.SIGTERM, signal.SIGINT):  # SIGINT too: a background job ignores it
@@ -163,9 +174,11 @@ def _serve(args: argparse.Namespace, folder: Path, database: Postgres, backend: 
     url = f"http://127.0.0.1:{args.port}"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
-               "--host", "127.0.0.1", "--port", str(args.port), "--workers", "2"]
+               "--host", args.host, "--port", str(args.port), "--workers", "2"]
     if args.app_name:
         command += ["--app-name", args.app_name]
+    if args.allowed_hosts:
+        command += ["--allowed-hosts", args.allowed_hosts]
     server = subprocess.Popen(command, start_new_session=True)
     try:
         wait_until_up(url, server)

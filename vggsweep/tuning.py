@@ -29,6 +29,7 @@ BEST_MODEL = "best_model.keras"
 BEST_FILE = "best.json"
 BEST_PREDICTIONS = "best_test_predictions.npy"  # the kept model's test predictions (pictures)
 CHECKPOINT = "checkpoint.weights.h5"
+IDLE_WAIT_S = 0.5
 
 
 @dataclass
@@ -118,6 +119,16 @@ class SweepTuner(kt.Tuner):
     def __init__(self, oracle, hypermodel, *, job: JobContext, **kwargs):
         self.job = job
         super().__init__(oracle, hypermodel, **kwargs)
+        if self._is_worker():  # keras-tuner asks again at once while the oracle is IDLE
+            create = self.oracle.create_trial
+
+            def create_trial(tuner_id):
+                trial = create(tuner_id)
+                if trial.status == trial_module.TrialStatus.IDLE:
+                    time.sleep(IDLE_WAIT_S)  # (Hyperband waits for a round to finish)
+                return trial
+
+            self.oracle.create_trial = create_trial
 
     def _populate_initial_space(self):
         # keras-tuner would build the model once here with default values (slow for a VGG, and
