@@ -58,6 +58,15 @@ def test_per_epoch_curves_and_best_model_are_logged(sweep):
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     history = client.get_metric_history(children[0].info.run_id, "loss")
     assert len(history) == 1 and history[0].step == 0  # one epoch: one point, per epoch
+    for child in children:  # exactly one point per epoch of every per-epoch metric
+        epochs = int(child.data.metrics["epochs_run"])
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert steps == list(range(epochs)), (key, steps)
+        assert not {k for k in child.data.metrics if k.startswith("validation_")}
+        assert not {k for k in child.data.params if k.startswith("optimizer_")}
+        assert child.data.tags["activation"] == child.data.params["activation"]
+    assert {p.data.params.get("model.family") for p in parents} == {"cnn", "mlp"}
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"config.yaml", "plots"} <= artifacts
     experiment_id = parents[0].info.experiment_id
