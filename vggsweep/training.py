@@ -193,7 +193,11 @@ def train_one(family: str, model_kwargs: dict, optimizer_kwargs: dict, splits, *
     compile_model(model, optimizer_kwargs, steps_per_epoch(splits, batch_size), epochs,
                   **(compile_options or {}))
     if weights:
-        model.load_weights(weights)
+        import warnings
+
+        with warnings.catch_warnings():  # a fresh optimizer has not built its variables yet
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(weights)
     use_ema = bool(optimizer_kwargs.get("ema"))
     result = fit(model, splits, epochs=epochs, batch_size=batch_size, patience=patience,
                  initial_epoch=initial_epoch, use_ema=use_ema, on_epoch=on_epoch,
