@@ -14,6 +14,7 @@ A benchmark: it prints figures and asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import tempfile
@@ -99,15 +100,25 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.002,
                         help="how close to the grid's best counts as reaching it (0.002: 0.2 "
                         "points, 10 validation images of 5,000)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="a JSON-lines file: each finished search is appended to it, and the "
+                        "repeats already in it are not run again (a cut-short run continues)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="print the table from --results without running anything")
     args = parser.parse_args()
+    done = load(args.results)
+    if args.table_only:
+        report(table(done), args, len(done))
+        return
     fraction = args.val_samples / (args.train_samples + args.val_samples)
     common = [f"data.path={Path(args.data_path).resolve()}",
               f"data.train_samples={args.train_samples}", f"data.val_fraction={fraction:.6f}",
               f"data.test_samples={args.test_samples}", f"budget.epochs={args.epochs}",
               "budget.patience=null", "budget.max_trials=64"]
     home = Path(tempfile.mkdtemp(prefix="vggsweep-search-"))
-    rows = {name: [] for name in ["grid (64 points)", *SEARCHES]}
     for repeat in range(args.repeats):
+        if repeat in done:
+            continue
         grid, grid_s = run_search("grid", ["tuner=grid"], common, home, repeat)
         target = max(t["val"] for t in grid) - args.tolerance
         grid_epochs = sum(t["epochs"] for t in grid)
@@ -115,21 +126,40 @@ def main() -> None:
             found, wall = (grid, grid_s) if overrides is None else run_search(
                 name, overrides, common, home, repeat)
             reach = epochs_to_reach(found, target)
-            rows[name].append({"reach": reach, "share": None if reach is None else
-                               reach / grid_epochs, "spent": sum(t["epochs"] for t in found),
-                               "best_val": selected(found)["val"],
-                               "test": selected(found)["test"], "wall": wall})
-            print(f"repeat {repeat + 1}, {name}: {len(found)} trials, "
-                  f"{rows[name][-1]['spent']:.0f} epochs, reached the target "
-                  f"({target:.4f}) after {reach} epochs, best val "
-                  f"{rows[name][-1]['best_val']:.4f}, {wall:.0f} s", flush=True)
-    report(rows, args)
+            row = {"reach": reach, "share": None if reach is None else reach / grid_epochs,
+                   "spent": sum(t["epochs"] for t in found), "best_val": selected(found)["val"],
+                   "test": selected(found)["test"], "wall": wall}
+            done.setdefault(repeat, {})[name] = row
+            print(f"repeat {repeat + 1}, {name}: {len(found)} trials, {row['spent']:.0f} "
+                  f"epochs, reached the target ({target:.4f}) after {reach} epochs, best val "
+                  f"{row['best_val']:.4f}, {wall:.0f} s", flush=True)
+        if args.results:  # a repeat is recorded whole, or not at all
+            with args.results.open("a") as out:
+                out.write(json.dumps({"repeat": repeat, "searches": done[repeat]}) + "\n")
+    report(table(done), args, len(done))
 
 
-def report(rows: dict, args) -> None:
+def load(path: Path | None) -> dict[int, dict]:
+    """The repeats already recorded in a results file: repeat -> search name -> figures."""
+    if path is None or not path.exists():
+        return {}
+    lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {entry["repeat"]: entry["searches"] for entry in lines}
+
+
+def table(done: dict[int, dict]) -> dict[str, list[dict]]:
+    """Search name -> its figures, one per repeat."""
+    rows = {name: [] for name in ["grid (64 points)", *SEARCHES]}
+    for repeat in sorted(done):
+        for name, row in done[repeat].items():
+            rows.setdefault(name, []).append(row)
+    return rows
+
+
+def report(rows: dict, args, repeats: int) -> None:
     print(f"\nS3's 64-point grid space, {args.train_samples} training / {args.val_samples} "
           f"validation / {args.test_samples} test MNIST images, {args.epochs} epochs per full "
-          f"trial, {args.repeats} repeats (seeds); tolerance {args.tolerance}: median "
+          f"trial, {repeats} repeats (seeds); tolerance {args.tolerance}: median "
           "[min-max] over repeats")
     print(f"{'search':<30}{'epochs spent':>18}{'epochs to target':>20}{'share of grid':>22}"
           f"{'reached':>9}{'best val':>26}{'test (selected)':>26}")
