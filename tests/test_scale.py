@@ -56,7 +56,11 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     assert all(j.info.status == "FINISHED" for j in jobs)
     assert len(trials) == 4 and all(t.info.status == "FINISHED" for t in trials)
     # the outputs were rebuilt from the store: the launching process ran no job itself
-    assert set(leaderboard(done.stdout)["run_id"]) == {t.info.run_id for t in trials}
+    board = leaderboard(done.stdout)
+    assert set(board["run_id"]) == {t.info.run_id for t in trials}
+    # the answer names the best run as the MLflow UI shows it
+    best = next(t for t in trials if t.info.run_id == board["run_id"][0])
+    assert f"on digits, run {best.info.run_name}: val_accuracy" in done.stdout
     assert "[job 1/2 cnn-relu]" in done.stdout and "[job 2/2 mlp-relu]" in done.stdout
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import os
 import re
 import sys
@@ -58,6 +59,10 @@ def keras_module():
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the cuInit probe happens here, quietly
+        elif importlib.util.find_spec("tensorflow") is not None:
+            # Keras imports an installed TensorFlow on any backend (saving a model asks
+            # `tf.available`): here, where its start-up notes are hidden, not in mid-trial.
+            import tensorflow  # noqa: F401
     return keras
 
 
