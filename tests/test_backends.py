@@ -18,6 +18,9 @@ def test_a_sweep_runs_under_jax(tmp_path, monkeypatch):
                     "data.train_samples=100", "data.test_samples=50", "budget.max_trials=1",
                     "experiment=jax"], tmp_path, timeout=400)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    # no start-up notes of JAX or of the TensorFlow that Keras imports anyway
+    for note in ("cudart_stub", "oneDNN custom operations", "libtpu", "absl::InitializeLog"):
+        assert note not in done.stdout + done.stderr
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
