@@ -30,8 +30,9 @@ ROLE, JOB_KEY, TRIAL_ID, PARENT = store.ROLE, store.JOB_KEY, store.TRIAL_ID, sto
 FAILURE_REASON = store.FAILURE_REASON
 TIMEOUT_S = 300
 
+# Resume is the subject here: every trial trains to its end (no pruning by the default search).
 JOB = ["model=mlp", "activation=relu", "data=digits", "budget=smoke", "budget.epochs=3",
-       "experiment=resume"]
+       "tuner.pruner=off", "experiment=resume"]
 RESUME = [*JOB, "budget.max_trials=3"]
 
 
@@ -284,7 +285,7 @@ def test_fresh_starts_the_job_over(resumed):
 
 def test_sigterm_kills_open_runs_exits_130_and_writes_the_leaderboard(tmp_path):
     args = ["-m", "model=mlp", "activation=relu,tanh", "data=digits", "budget=smoke",
-            "budget.epochs=3", "experiment=sigterm"]
+            "budget.epochs=3", "tuner.pruner=off", "experiment=sigterm"]
     # job 1 completes; job 2 is interrupted while its second trial trains
     stopped = interrupt(tmp_path, args, ["[job 2/2", "trial 1/2 done", "trial 2/2 started",
                                          "epoch 1/3"], signal.SIGTERM)

@@ -83,7 +83,8 @@ def test_studies_warm_start_from_their_reference_points():
                         "batch_norm": False, "learning_rate": 1.0e-3}
 
 
-def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, monkeypatch):
+def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, monkeypatch,
+                                                                  capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VGGSWEEP_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -103,8 +104,17 @@ def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, mon
     parent = vstore.client(uri).get_run(result.parent_run_id)
     assert parent.data.metrics["trials_pruned"] == len(pruned)
     assert parent.data.metrics["epochs_saved"] == pruned["epochs_saved"].sum()
+    assert f"16 trials completed ({len(pruned)} pruned), 0 failed" in capsys.readouterr().out
     assert not [r for r in vstore.client(uri).search_runs(
         [parent.info.experiment_id]) if r.info.status == "RUNNING"]
+
+
+def test_the_default_search_is_the_benchmarks_cheapest_quasi_random_with_asha():
+    tuner = config.compose([]).tuner
+    assert (str(tuner.name), str(tuner.pruner), tuner.pruner_min_trials) == (
+        "quasi_random", "asha", 1)
+    grid = config.compose(["study=grid64"]).tuner  # S3's grid stays exhaustive
+    assert (str(grid.name), str(grid.pruner)) == ("grid", "off")
 
 
 def test_cost_aware_search_records_its_objective(tmp_path, monkeypatch):

@@ -64,9 +64,10 @@ class Progress:
         self._print(f"trial {self._position(trial_id)} FAILED: {reason}", level=0)
 
     def job_end(self, completed: int, failed: int, best_val: float | None,
-                best_test: float | None) -> None:
+                best_test: float | None, pruned: int = 0) -> None:
         best = "" if best_val is None else (
             f"; best val_accuracy {best_val:.4f}, its test_accuracy {best_test:.4f}")
+        of_them = f" ({pruned} pruned)" if pruned else ""
         self._print(
             f"finished in {_clock(time.perf_counter() - self.started)}: {completed} trials "
-            f"completed, {failed} failed{best}", level=0)
+            f"completed{of_them}, {failed} failed{best}", level=0)

@@ -65,7 +65,7 @@ class DataConfig:
 
 @dataclass
 class TunerConfig:
-    name: TunerName = TunerName.random  # random | grid | bayesian | hyperband | quasi_random
+    name: TunerName = TunerName.quasi_random  # quasi_random | random | grid | bayesian | hyperband
     directory: Optional[str] = None  # project root; default <launch dir>/tuner_state
     fresh: bool = False  # True: discard this job's saved tuner state and start over
     num_initial_points: Optional[int] = _field(None, min=1)  # bayesian: random points first

@@ -203,7 +203,7 @@ def summarize(job: Job, tracker, report, best_model: Path | None, started: float
     if best_pair:
         summary.update(best_val_accuracy=best_pair[0], best_test_accuracy=best_pair[1])
     tracker.finish_job(summary)
-    report.job_end(completed, failed, *(best_pair or (None, None)))
+    report.job_end(completed, failed, *(best_pair or (None, None)), pruned=counts["PRUNED"])
     if completed == 0:
         reason = f"0/{completed + failed} trials completed"
         first = tracker.first_failure()
