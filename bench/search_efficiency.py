@@ -6,9 +6,12 @@ Every search runs over the `grid64` study's space (S3's CNN grid) on the same da
 product's own job runner, in this one process; the figures are read back from MLflow. The
 validation split is large (default 5,000 images), so that the tolerance is resolvable; the grid
 is run again for every repeat (its own seed), and each repeat's target comes from its own grid.
-A benchmark: it prints figures and asserts nothing.
+Every search starts, as the study does, from S3's own model (a warm start). A benchmark: it
+prints figures and asserts nothing. About an hour per repeat on a 2-core CPU; the repeats
+recorded in `bench/search_efficiency_results.jsonl` (the README's table) are not run again:
 
-    .venv/bin/python bench/search_efficiency.py --data-path ../shared/data/mnist --repeats 5
+    .venv/bin/python bench/search_efficiency.py --data-path ../shared/data/mnist --repeats 5 \
+        --results bench/search_efficiency_results.jsonl
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ def table(done: dict[int, dict]) -> dict[str, list[dict]]:
 def report(rows: dict, args, repeats: int) -> None:
     print(f"\nS3's 64-point grid space, {args.train_samples} training / {args.val_samples} "
           f"validation / {args.test_samples} test MNIST images, {args.epochs} epochs per full "
-          f"trial, {repeats} repeats (seeds); tolerance {args.tolerance}: median "
+          f"trial, {repeats} repeat(s) (seeds 0-{repeats - 1}); tolerance {args.tolerance}: median "
           "[min-max] over repeats")
     print(f"{'search':<30}{'epochs spent':>18}{'epochs to target':>20}{'share of grid':>22}"
           f"{'reached':>9}{'best val':>26}{'test (selected)':>26}")
@@ -168,7 +171,8 @@ def report(rows: dict, args, repeats: int) -> None:
         shares = [math.inf if r["share"] is None else r["share"] for r in found]
         print(f"{name:<30}{spread([r['spent'] for r in found], 0):>18}"
               f"{spread(reached, 0):>20}{spread(shares, 2):>22}"
-              f"{sum(not math.isinf(r) for r in reached)}/{len(found):<7}{spread([r['best_val'] for r in found], 4):>26}"
+              f"{f'{sum(not math.isinf(r) for r in reached)}/{len(found)}':>9}"
+              f"{spread([r['best_val'] for r in found], 4):>26}"
               f"{spread([r['test'] for r in found], 4):>26}")
 
 
