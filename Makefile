@@ -5,7 +5,10 @@ PY     := $(VENV)/bin/python
 STUDY  ?= activations
 ARGS   ?=
 PORT   ?= 5000
-PIP    := $(PY) -m pip install -q --disable-pip-version-check
+# setuptools' note on editable installs of a package whose configs map from conf/ is informational:
+# a quiet install shows only what needs attention.
+PIP    := PYTHONWARNINGS='ignore:::setuptools.command.editable_wheel' $(PY) -m pip install -q \
+          --disable-pip-version-check
 
 .PHONY: help install demo test test-all ui server sweep leaderboard bench clean
 
