@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true",
                         help="print the table from --results without running anything")
     args = parser.parse_args()
+    if args.table_only and not (args.results and args.results.is_file()):
+        parser.error("--table-only needs --results FILE, an existing results file")
     done = load(args.results)
     if args.table_only:
         report(table(done), args, len(done))

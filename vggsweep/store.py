@@ -37,6 +37,11 @@ TRACKING_URI_HELP = "default: $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/
 LOCK_TIMEOUT_S = 120
 
 
+def trial_run_name(trial_id) -> str:
+    """The MLflow run name of keras-tuner's trial `trial_id`, as the UI and the answers show it."""
+    return f"trial-{trial_id}"
+
+
 #: A sweep's manifest in its directory: written by the launching process, read by its jobs (their
 #: count) and by the commands that rebuild its outputs (which jobs, in which store).
 MANIFEST = ".vggsweep-sweep.json"

@@ -188,7 +188,7 @@ class JobTracker:
     def trial_run(self, trial_id: str, params: dict, tags: dict):
         """A nested child run for one trial; FINISHED, FAILED (with reason) or KILLED."""
         self.supersede(trial_id)
-        return self.child_run("trial", f"trial-{trial_id}", params,
+        return self.child_run("trial", store.trial_run_name(trial_id), params,
                               {**tags, store.TRIAL_ID: trial_id})
 
     @contextlib.contextmanager
