@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=None,
                         help="a JSON-lines file: each finished search is appended to it, and the "
                         "repeats already in it are not run again (a cut-short run continues)")
+    parser.add_argument("--only", type=int, default=None, metavar="REPEAT",
+                        help="run only this repeat (0-based; its seed), e.g. to run several "
+                        "repeats side by side in separate processes appending to one --results")
     parser.add_argument("--table-only", action="store_true",
                         help="print the table from --results without running anything")
     args = parser.parse_args()
@@ -122,7 +125,7 @@ def main() -> None:
               "budget.patience=null", "budget.max_trials=64"]
     home = Path(tempfile.mkdtemp(prefix="vggsweep-search-"))
     for repeat in range(args.repeats):
-        if repeat in done:
+        if repeat in done or args.only not in (None, repeat):
             continue
         grid, grid_s = run_search("grid", ["tuner=grid"], common, home, repeat)
         target = max(t["val"] for t in grid) - args.tolerance
