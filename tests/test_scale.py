@@ -47,9 +47,12 @@ def leaderboard(stdout: str) -> pd.DataFrame:
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     done = run_cli(["-m", "model=cnn,mlp", "activation=relu", *TINY, "experiment=joblib",
-                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path, timeout=400)
+                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path, timeout=200)
+    # (the timeout is below joblib's 300 s idle timeout: its worker processes, which inherit the
+    # output pipe, must end with the command, or a `| tee` waits for them)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in done.stdout
+    assert "leaked" not in done.stderr, done.stderr[-3000:]  # joblib's semaphores and folder
     everything = runs(tmp_path, "joblib")
     jobs, trials = by_role(everything, "job"), by_role(everything, "trial")
     assert sorted(j.data.tags["model"] for j in jobs) == ["cnn", "mlp"]

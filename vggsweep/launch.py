@@ -211,10 +211,24 @@ def finish(code: int) -> None:
     MLflow's interpreter-exit hooks take (every run is already ended, every file closed)."""
     import logging
 
+    _stop_joblib_workers()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _stop_joblib_workers() -> None:
+    """Ends the joblib launcher's idle worker processes and removes its temporary folder, which
+    joblib's own exit hook would do (`os._exit` skips it): the workers inherited stdout, so a
+    `| tee` or a test reading the output would otherwise wait out their 300 s idle timeout."""
+    pools = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(pools, "_executor", None)
+    if executor is not None:
+        import multiprocessing.util
+
+        getattr(executor, "terminate", executor.shutdown)(kill_workers=True)
+        multiprocessing.util._exit_function()  # noqa: SLF001 - its semaphores, as at exit
 
 
 def _run_hydra(argv: list[str]) -> int:
