@@ -123,6 +123,9 @@ def main() -> None:
               f"data.train_samples={args.train_samples}", f"data.val_fraction={fraction:.6f}",
               f"data.test_samples={args.test_samples}", f"budget.epochs={args.epochs}",
               "budget.patience=null", "budget.max_trials=64"]
+    from vggsweep import run
+
+    run.quiet_libraries()  # as the command line does: TensorFlow's retracing notes to warnings
     home = Path(tempfile.mkdtemp(prefix="vggsweep-search-"))
     for repeat in range(args.repeats):
         if repeat in done or args.only not in (None, repeat):
