@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--only", type=int, default=None, metavar="REPEAT",
                         help="run only this repeat (0-based; its seed), e.g. to run several "
                         "repeats side by side in separate processes appending to one --results")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run the grid in a second process while this one runs the other "
+                        "searches (the same figures, sooner on 2 cores; wall times inflated)")
     parser.add_argument("--table-only", action="store_true",
                         help="print the table from --results without running anything")
     args = parser.parse_args()
@@ -130,12 +133,11 @@ def main() -> None:
     for repeat in range(args.repeats):
         if repeat in done or args.only not in (None, repeat):
             continue
-        grid, grid_s = run_search("grid", ["tuner=grid"], common, home, repeat)
+        runs = run_repeat(common, home, repeat, args.side_by_side)
+        grid, _ = runs["grid (64 points)"]
         target = max(t["val"] for t in grid) - args.tolerance
         grid_epochs = sum(t["epochs"] for t in grid)
-        for name, overrides in [("grid (64 points)", None), *SEARCHES.items()]:
-            found, wall = (grid, grid_s) if overrides is None else run_search(
-                name, overrides, common, home, repeat)
+        for name, (found, wall) in runs.items():
             reach = epochs_to_reach(found, target)
             row = {"reach": reach, "share": None if reach is None else reach / grid_epochs,
                    "spent": sum(t["epochs"] for t in found), "best_val": selected(found)["val"],
@@ -148,6 +150,33 @@ def main() -> None:
             with args.results.open("a") as out:
                 out.write(json.dumps({"repeat": repeat, "searches": done[repeat]}) + "\n")
     report(table(done), args, len(done))
+
+
+def run_repeat(common: list[str], home: Path, repeat: int, side_by_side: bool) -> dict:
+    """Every search of one repeat: name -> (its trials, its wall time), the grid first. Side by
+    side, the grid runs in a second process (its own store) while this one runs the others: the
+    figures are the same (each trial is seeded by the repeat), only the wall times are not."""
+    grid = ("grid (64 points)", ["tuner=grid"])
+    if not side_by_side:
+        return {name: run_search(name, overrides, common, home, repeat)
+                for name, overrides in [grid, *SEARCHES.items()]}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        grid_home = home / "grid"
+        grid_home.mkdir(exist_ok=True)
+        pending = pool.submit(_quiet_run_search, *grid, common, grid_home, repeat)
+        others = {name: run_search(name, overrides, common, home, repeat)
+                  for name, overrides in SEARCHES.items()}
+        return {grid[0]: pending.result(), **others}
+
+
+def _quiet_run_search(*args):
+    from vggsweep import run
+
+    run.quiet_libraries()
+    return run_search(*args)
 
 
 def load(path: Path | None) -> dict[int, dict]:
