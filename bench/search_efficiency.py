@@ -7,8 +7,9 @@ product's own job runner, in this one process; the figures are read back from ML
 validation split is large (default 5,000 images), so that the tolerance is resolvable; the grid
 is run again for every repeat (its own seed), and each repeat's target comes from its own grid.
 Every search starts, as the study does, from S3's own model (a warm start). A benchmark: it
-prints figures and asserts nothing. About an hour per repeat on a 2-core CPU; the repeats
-recorded in `bench/search_efficiency_results.jsonl` (the README's table) are not run again:
+prints figures and asserts nothing. About an hour per repeat on a 2-core CPU (about 40 minutes
+with `--side-by-side`); the repeats recorded in `bench/search_efficiency_results.jsonl` (the
+README's table: `--table-only --markdown`) are not run again:
 
     .venv/bin/python bench/search_efficiency.py --data-path ../shared/data/mnist --repeats 5 \
         --results bench/search_efficiency_results.jsonl
@@ -112,6 +113,8 @@ def main() -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="run the grid in a second process while this one runs the other "
                         "searches (the same figures, sooner on 2 cores; wall times inflated)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the table in Markdown, as the README shows it")
     parser.add_argument("--table-only", action="store_true",
                         help="print the table from --results without running anything")
     args = parser.parse_args()
@@ -119,7 +122,7 @@ def main() -> None:
         parser.error("--table-only needs --results FILE, an existing results file")
     done = load(args.results)
     if args.table_only:
-        report(table(done), args, len(done))
+        report(table(done), args, sorted(done))
         return
     fraction = args.val_samples / (args.train_samples + args.val_samples)
     common = [f"data.path={Path(args.data_path).resolve()}",
@@ -149,7 +152,7 @@ def main() -> None:
         if args.results:  # a repeat is recorded whole, or not at all
             with args.results.open("a") as out:
                 out.write(json.dumps({"repeat": repeat, "searches": done[repeat]}) + "\n")
-    report(table(done), args, len(done))
+    report(table(done), args, sorted(done))
 
 
 def run_repeat(common: list[str], home: Path, repeat: int, side_by_side: bool) -> dict:
@@ -196,22 +199,41 @@ def table(done: dict[int, dict]) -> dict[str, list[dict]]:
     return rows
 
 
-def report(rows: dict, args, repeats: int) -> None:
+#: The table's columns: (aligned header, Markdown header).
+COLUMNS = [("search", "search"), ("epochs spent", "epochs spent"),
+           ("epochs to target", "epochs to the grid's best"),
+           ("share of grid", "share of the grid's epochs"), ("reached", "reached"),
+           ("best val", "best validation accuracy"),
+           ("test (selected)", "test accuracy of the selected model")]
+
+
+def report(rows: dict, args, seeds: list[int]) -> None:
+    """The table: median [min-max] of each search's figures over the recorded repeats."""
     print(f"\nS3's 64-point grid space, {args.train_samples} training / {args.val_samples} "
           f"validation / {args.test_samples} test MNIST images, {args.epochs} epochs per full "
-          f"trial, {repeats} repeat(s) (seeds 0-{repeats - 1}); tolerance {args.tolerance}: median "
-          "[min-max] over repeats")
-    print(f"{'search':<30}{'epochs spent':>18}{'epochs to target':>20}{'share of grid':>22}"
-          f"{'reached':>9}{'best val':>26}{'test (selected)':>26}")
+          f"trial, {len(seeds)} repeat(s) (seeds {', '.join(map(str, seeds))}); tolerance "
+          f"{args.tolerance}: median [min-max] over repeats")
+    lines = []
     for name, found in rows.items():
         reached = [math.inf if r["reach"] is None else r["reach"] for r in found]
         shares = [math.inf if r["share"] is None else r["share"] for r in found]
-        print(f"{name:<30}{spread([r['spent'] for r in found], 0):>18}"
-              f"{spread(reached, 0):>20}{spread(shares, 2):>22}"
-              f"{f'{sum(not math.isinf(r) for r in reached)}/{len(found)}':>9}"
-              f"{spread([r['best_val'] for r in found], 4):>26}"
-              f"{spread([r['test'] for r in found], 4):>26}")
-
+        lines.append([name, spread([r["spent"] for r in found], 0), spread(reached, 0),
+                      spread(shares, 2), f"{sum(not math.isinf(r) for r in reached)}/{len(found)}",
+                      spread([r["best_val"] for r in found], 4),
+                      spread([r["test"] for r in found], 4)])
+    if args.markdown:  # the README's table
+        print("| " + " | ".join(markdown for _, markdown in COLUMNS) + " |")
+        print("|---" + "|---:" * (len(COLUMNS) - 1) + "|")
+        for cells in lines:
+            print("| " + " | ".join(cell.replace("-", "\u2013") if i else cell
+                                    for i, cell in enumerate(cells)) + " |")
+        return
+    widths = [30, 18, 20, 22, 9, 26, 26]
+    print("".join(f"{header:<{w}}" if i == 0 else f"{header:>{w}}"
+                  for i, ((header, _), w) in enumerate(zip(COLUMNS, widths))))
+    for cells in lines:
+        print("".join(f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}"
+                      for i, (cell, w) in enumerate(zip(cells, widths))))
 
 if __name__ == "__main__":
     main()
