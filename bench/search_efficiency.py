@@ -7,8 +7,8 @@ product's own job runner, in this one process; the figures are read back from ML
 validation split is large (default 5,000 images), so that the tolerance is resolvable; the grid
 is run again for every repeat (its own seed), and each repeat's target comes from its own grid.
 Every search starts, as the study does, from S3's own model (a warm start). A benchmark: it
-prints figures and asserts nothing. About an hour per repeat on a 2-core CPU (about 40 minutes
-with `--side-by-side`); the repeats recorded in `bench/search_efficiency_results.jsonl` (the
+prints figures and asserts nothing. About an hour per repeat on a 2-core CPU (sooner with
+`--side-by-side`); the repeats recorded in `bench/search_efficiency_results.jsonl` (the
 README's table: `--table-only --markdown`) are not run again:
 
     .venv/bin/python bench/search_efficiency.py --data-path ../shared/data/mnist --repeats 5 \
