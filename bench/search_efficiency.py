@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true",
                         help="print the table from --results without running anything")
     args = parser.parse_args()
+    if args.only is not None and not 0 <= args.only < args.repeats:
+        parser.error(f"--only {args.only}: a repeat from 0 to {args.repeats - 1} (--repeats)")
     if args.table_only and not (args.results and args.results.is_file()):
         parser.error("--table-only needs --results FILE, an existing results file")
     done = load(args.results)
@@ -199,12 +201,12 @@ def table(done: dict[int, dict]) -> dict[str, list[dict]]:
     return rows
 
 
-#: The table's columns: (aligned header, Markdown header).
-COLUMNS = [("search", "search"), ("epochs spent", "epochs spent"),
-           ("epochs to target", "epochs to the grid's best"),
-           ("share of grid", "share of the grid's epochs"), ("reached", "reached"),
-           ("best val", "best validation accuracy"),
-           ("test (selected)", "test accuracy of the selected model")]
+#: The table's columns: (aligned header, its width, Markdown header).
+COLUMNS = [("search", 30, "search"), ("epochs spent", 18, "epochs spent"),
+           ("epochs to target", 20, "epochs to the grid's best"),
+           ("share of grid", 22, "share of the grid's epochs"), ("reached", 9, "reached"),
+           ("best val", 26, "best validation accuracy"),
+           ("test (selected)", 26, "test accuracy of the selected model")]
 
 
 def report(rows: dict, args, seeds: list[int]) -> None:
@@ -222,18 +224,15 @@ def report(rows: dict, args, seeds: list[int]) -> None:
                       spread([r["best_val"] for r in found], 4),
                       spread([r["test"] for r in found], 4)])
     if args.markdown:  # the README's table
-        print("| " + " | ".join(markdown for _, markdown in COLUMNS) + " |")
+        print("| " + " | ".join(markdown for *_, markdown in COLUMNS) + " |")
         print("|---" + "|---:" * (len(COLUMNS) - 1) + "|")
         for cells in lines:
             print("| " + " | ".join(cell.replace("-", "\u2013") if i else cell
                                     for i, cell in enumerate(cells)) + " |")
         return
-    widths = [30, 18, 20, 22, 9, 26, 26]
-    print("".join(f"{header:<{w}}" if i == 0 else f"{header:>{w}}"
-                  for i, ((header, _), w) in enumerate(zip(COLUMNS, widths))))
-    for cells in lines:
+    for cells in [[header for header, *_ in COLUMNS], *lines]:
         print("".join(f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}"
-                      for i, (cell, w) in enumerate(zip(cells, widths))))
+                      for i, (cell, (_, w, _)) in enumerate(zip(cells, COLUMNS))))
 
 if __name__ == "__main__":
     main()

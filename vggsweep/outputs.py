@@ -108,7 +108,8 @@ def best_line(leaderboard_csv: Path) -> str:
         return f"best: no trial finished ({len(trials)} recorded)"
     best = ranked.iloc[0]
     return (f"best: {best['model']}/{best['activation']} on {best.get('data', '?')}, run "
-            f"{store.trial_run_name(best['trial_id'])}: val_accuracy {best['val_accuracy']:.4f} (selected on it), "
+            f"{store.trial_run_name(best['trial_id'])}: val_accuracy {best['val_accuracy']:.4f} "
+            "(selected on it), "
             f"test_accuracy {best['test_accuracy']:.4f}; {len(ranked)} of {len(trials)} trials "
             "ranked")
 

@@ -73,7 +73,8 @@ def headline_html(trials: pd.DataFrame) -> str:
         '<p class="headline">'
         f"Best trial: <b>{_escape(best['model'])} / {_escape(best['activation'])}</b> "
         f"on <b>{_escape(best.get('data', ''))}</b> "
-        f"(run {_escape(store.trial_run_name(best['trial_id']))}, id <code>{_escape(str(best['run_id'])[:8])}</code>, "
+        f"(run {_escape(store.trial_run_name(best['trial_id']))}, "
+        f"id <code>{_escape(str(best['run_id'])[:8])}</code>, "
         f"job <code>{_escape(best['job'])}</code>): validation accuracy "
         f"<b>{_format_number(best['val_accuracy'])}</b>, test accuracy "
         f"<b>{_format_number(best['test_accuracy'])}</b>, training time "
