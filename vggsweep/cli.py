@@ -4,7 +4,8 @@
         return cli.run(_main, argv, _parser())
 
 Bad input (a usage error, an unknown experiment, a bad value) is one `error: ...` line on stderr
-and exit status 2; an interrupt exits 130; nothing prints a traceback for a user's mistake.
+and exit status 2; an interrupt (Ctrl-C, SIGTERM) exits 130 once the store write under way
+is done; nothing prints a traceback for a user's mistake.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from vggsweep import store
+from vggsweep import interrupts, store
 from vggsweep.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, ConfigError, ResultsError,
                              one_line)
 
@@ -53,6 +54,7 @@ def run(main_body: Callable[[argparse.Namespace], int], argv: Sequence[str] | No
         args = arguments.parse_args(argv)
     except SystemExit as exit_request:  # --help (0) or a usage error (2), already printed
         return int(exit_request.code or 0)
+    interrupts.install()
     try:
         return main_body(args)
     except (ResultsError, ConfigError) as error:
@@ -66,3 +68,5 @@ def run(main_body: Callable[[argparse.Namespace], int], argv: Sequence[str] | No
             raise
         print(f"error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        interrupts.uninstall()

@@ -12,13 +12,12 @@ input, 130 interrupted.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vggsweep import config, run, store
+from vggsweep import config, interrupts, run, store
 from vggsweep.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                              ConfigError, one_line)
 
@@ -134,10 +133,6 @@ def write_manifest(plan: Plan, argv: list[str]) -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
-def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def help_text() -> str:
     """`--help`: the options, read from the config folders and the registries (no Hydra
     composition of every group, which takes a second)."""
@@ -188,7 +183,7 @@ def main() -> None:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     write_manifest(plan, argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupts.install()
     interrupted = False
     try:
         # The overrides as the checks composed them (a spec given on the command line replaces
@@ -201,7 +196,7 @@ def main() -> None:
         print("interrupted: open MLflow runs were ended KILLED; rerun the same command to "
               "resume", file=sys.stderr)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        interrupts.uninstall()
         _write_outputs(plan)
     finish(EXIT_INTERRUPTED if interrupted else outcome(plan))
 

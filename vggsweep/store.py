@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from vggsweep import interrupts
 from vggsweep.errors import ResultsError, StoreError
 
 # Tags of the data contract (parent run per Hydra job, nested child run per trial).
@@ -176,11 +177,31 @@ def creation_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def client(uri: str):
-    """An MlflowClient for `uri` (the store itself is opened on first use)."""
+class GuardedClient:
+    """An MlflowClient whose every call is one uninterrupted step: a signal waits for the call
+    to return (`interrupts.deferred`), and a call SQLite refuses as locked is retried."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        attribute = getattr(self.inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def guarded(*args, **kwargs):
+            with interrupts.deferred():
+                return retry(attribute, *args, **kwargs)
+
+        guarded.__name__ = name
+        return guarded
+
+
+def client(uri: str) -> GuardedClient:
+    """An MlflowClient for `uri` (the store itself is opened on first use), guarded."""
     from mlflow import MlflowClient
 
-    return MlflowClient(uri)
+    return GuardedClient(MlflowClient(uri))
 
 
 def prepare(uri: str, experiment: str, tags: dict | None = None) -> str:
@@ -191,7 +212,7 @@ def prepare(uri: str, experiment: str, tags: dict | None = None) -> str:
     """
     with creation_lock(uri):
         mlflow_client = client(uri)
-        found = retry(mlflow_client.get_experiment_by_name, experiment)
+        found = mlflow_client.get_experiment_by_name(experiment)
         if found is not None:
             for key, value in (tags or {}).items():
                 if key not in found.tags:
@@ -224,7 +245,7 @@ def open_existing(uri: str, experiment: str):
                            "--tracking-uri, e.g. sqlite:///<launch dir>/mlflow.db, or set "
                            "MLFLOW_TRACKING_URI")
     mlflow_client = client(uri)
-    found = retry(mlflow_client.get_experiment_by_name, experiment)
+    found = mlflow_client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in mlflow_client.search_experiments())
         raise ResultsError(f"unknown experiment {experiment!r} in {uri}; experiments: "
@@ -236,8 +257,8 @@ def search_all_runs(mlflow_client, experiment_ids: list[str], filter_string: str
     """Every run of the experiments matching `filter_string`, following MLflow's paging."""
     runs, token = [], None
     while True:
-        page = retry(mlflow_client.search_runs, experiment_ids, filter_string,
-                     max_results=1000, page_token=token)
+        page = mlflow_client.search_runs(experiment_ids, filter_string, max_results=1000,
+                                         page_token=token)
         runs.extend(page)
         token = page.token
         if not token:

@@ -82,8 +82,8 @@ class JobTracker:
 
     def find_parent(self) -> str | None:
         """The parent run of an earlier attempt at this job, if any."""
-        runs = store.retry(
-            self.client.search_runs, [self.experiment_id],
+        runs = self.client.search_runs(
+            [self.experiment_id],
             filter_string=f"tags.`{store.JOB_KEY}` = '{self.job_key}' and "
                           f"tags.`{store.ROLE}` = 'job'",
             order_by=["attributes.start_time ASC"], max_results=1)
@@ -101,8 +101,7 @@ class JobTracker:
             if store.FAILURE_REASON in self.client.get_run(existing).data.tags:
                 self.client.delete_tag(existing, store.FAILURE_REASON)
         else:
-            run = store.retry(self.client.create_run, self.experiment_id, run_name=run_name,
-                              tags=tags)
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
             self.parent_id = run.info.run_id
             if params:
                 self.log_params(self.parent_id, params)
@@ -125,13 +124,13 @@ class JobTracker:
 
         items = [Param(k, _param(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            store.retry(self.client.log_batch, run_id, params=items[start:start + 100])
+            self.client.log_batch(run_id, params=items[start:start + 100])
 
     def log_config(self, config: dict) -> None:
         self.client.log_dict(self.parent_id, config, "config.yaml")
 
     def finish_job(self, metrics: dict) -> None:
-        store.retry(self.client.log_batch, self.parent_id, metrics=_metrics(metrics))
+        self.client.log_batch(self.parent_id, metrics=_metrics(metrics))
 
     def fail_parent(self, reason: str) -> None:
         """Records why the job failed (its run then ends FAILED)."""
@@ -140,18 +139,21 @@ class JobTracker:
     def _set_tags(self, run_id: str, tags: dict) -> None:
         from mlflow.entities import RunTag
 
-        store.retry(self.client.log_batch, run_id,
-                    tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def _end(self, run_id: str, error: BaseException | None) -> None:
+        """Ends the run with the status `error` calls for; the status is written even when
+        writing the reason fails (the run is never left RUNNING by a failed tag)."""
         status = status_for(error)
-        if error is not None and status == "FAILED":
-            self.client.set_tag(run_id, store.FAILURE_REASON, one_line(error))
-        if error is None and store.FAILURE_REASON in self.client.get_run(run_id).data.tags:
-            status = "FAILED"
-        if status == "KILLED":
-            self.client.set_tag(run_id, store.FAILURE_REASON, "interrupted")
-        store.retry(self.client.set_terminated, run_id, status)
+        try:
+            if error is not None and status == "FAILED":
+                self.client.set_tag(run_id, store.FAILURE_REASON, one_line(error))
+            if error is None and store.FAILURE_REASON in self.client.get_run(run_id).data.tags:
+                status = "FAILED"
+            if status == "KILLED":
+                self.client.set_tag(run_id, store.FAILURE_REASON, "interrupted")
+        finally:
+            self.client.set_terminated(run_id, status)
 
     # ----------------------------------------------------------------------------------------
     # Trial runs.
@@ -168,7 +170,7 @@ class JobTracker:
         for run in runs:
             if run.info.status != "KILLED":
                 self.client.set_tag(run.info.run_id, store.FAILURE_REASON, reason)
-                store.retry(self.client.set_terminated, run.info.run_id, "KILLED")
+                self.client.set_terminated(run.info.run_id, "KILLED")
 
     def kill_orphans(self) -> None:
         """Marks runs a killed process left RUNNING under this parent as KILLED."""
@@ -195,8 +197,8 @@ class JobTracker:
     def child_run(self, role: str, name: str, params: dict, tags: dict):
         """A run nested under the parent (a trial, a confidence retraining); it ends FINISHED,
         FAILED (with reason) or KILLED whatever happens."""
-        run = store.retry(
-            self.client.create_run, self.experiment_id, run_name=name,
+        run = self.client.create_run(
+            self.experiment_id, run_name=name,
             tags={**{k: str(v) for k, v in tags.items()}, store.ROLE: role,
                   store.JOB_KEY: self.job_key, store.PARENT: self.parent_id})
         self.log_params(run.info.run_id, params)
@@ -210,11 +212,11 @@ class JobTracker:
             self._end(run.info.run_id, error)
 
     def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
-        store.retry(self.client.log_batch, run_id, metrics=_metrics(metrics, step))
+        self.client.log_batch(run_id, metrics=_metrics(metrics, step))
 
     def log_epoch(self, run, logs: dict, epoch: int) -> None:
         """One epoch's metrics of a trial, in one batch, at step = epoch (0-based)."""
-        store.retry(self.client.log_batch, run.info.run_id, metrics=_metrics(logs, epoch))
+        self.client.log_batch(run.info.run_id, metrics=_metrics(logs, epoch))
 
     def finish_trial(self, run, metrics: dict, pruned: str | None = None) -> None:
         """A trial's final metrics (the kept model's), and whether the pruner stopped it."""
@@ -222,8 +224,7 @@ class JobTracker:
 
         tags = [RunTag(store.PRUNED, "true"), RunTag("vggsweep.pruned_reason", pruned)] \
             if pruned else []
-        store.retry(self.client.log_batch, run.info.run_id, metrics=_metrics(metrics),
-                    tags=tags)
+        self.client.log_batch(run.info.run_id, metrics=_metrics(metrics), tags=tags)
 
     def trial_counts(self) -> dict:
         """FINISHED / FAILED / KILLED child runs under the parent (PRUNED ones are FINISHED)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -34,10 +33,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _worker_main(args: argparse.Namespace) -> int:
     project = Path(args.project).expanduser().resolve()
     if not (project / "job.json").is_file():
@@ -51,7 +46,6 @@ def _worker_main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--chief {args.chief!r}: give HOST:PORT, e.g. 127.0.0.1:50051")
     os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port,
                       KERASTUNER_TUNER_ID=args.worker_id)
-    signal.signal(signal.SIGTERM, _terminate)
     from vggsweep import accelerator, run, search
 
     run.quiet_libraries()

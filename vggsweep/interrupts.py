@@ -1,0 +1,70 @@
+"""Interrupts (SIGTERM, Ctrl-C) that never land in the middle of a write to the store.
+
+A sweep, a job process and a worker turn SIGTERM and SIGINT into `KeyboardInterrupt`, so that
+every open MLflow run ends KILLED on the way out. Raised at an arbitrary bytecode, that exception
+can cut an SQLite transaction in half: the interrupted connection keeps the database's write lock,
+and the writes that end the runs then fail with "database is locked" (the runs stay RUNNING).
+
+So every call to the store runs inside `deferred()`: a signal that arrives there is held until the
+call returns, then raised. Training, data loading and everything else stay interruptible at once.
+A second signal while one is held is raised at once (the user insists).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+_depth = 0  # nesting of deferred() in the main thread (the only thread signals reach)
+_pending: int | None = None
+
+
+def _handler(signum, frame):  # noqa: ARG001 - signal handler signature
+    global _pending
+    if _depth and _pending is None:
+        _pending = signum
+        return
+    _pending = None
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+_previous: dict = {}  # the handlers install() replaced
+
+
+def install() -> None:
+    """SIGTERM, and SIGINT unless it is ignored (a background job), raise KeyboardInterrupt
+    outside `deferred()` sections (in the main thread; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        current = signal.getsignal(signum)
+        if current is not signal.SIG_IGN and current is not _handler:
+            _previous[signum] = current
+            signal.signal(signum, _handler)
+
+
+def uninstall() -> None:
+    """The handlers install() replaced back."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    while _previous:
+        signum, handler = _previous.popitem()
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def deferred():
+    """A section that a signal does not interrupt; the signal is raised when it ends."""
+    global _depth, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers run in the main thread only: other threads are never interrupted
+        return
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _depth == 0 and _pending is not None:
+            signum, _pending = _pending, None
+            raise KeyboardInterrupt(f"signal {signum}")
