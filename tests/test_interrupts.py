@@ -14,9 +14,8 @@ from vggsweep import interrupts, store, tracking
 
 @pytest.fixture
 def installed():
-    interrupts.install()
-    yield
-    interrupts.uninstall()
+    with interrupts.handled():
+        yield
 
 
 def _signal_self(signum=signal.SIGTERM):
@@ -57,11 +56,14 @@ def test_a_second_signal_while_one_is_held_is_raised_at_once(installed):
     assert done == ["held"]
 
 
-def test_uninstall_gives_the_previous_handlers_back():
+def test_the_previous_handlers_come_back_and_an_inner_section_changes_nothing():
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    interrupts.install()
-    assert signal.getsignal(signal.SIGTERM) is not before[0]
-    interrupts.uninstall()
+    with interrupts.handled():
+        assert signal.getsignal(signal.SIGTERM) is not before[0]
+        inside = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        with interrupts.handled():
+            pass
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == inside
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 

@@ -54,9 +54,9 @@ def run(main_body: Callable[[argparse.Namespace], int], argv: Sequence[str] | No
         args = arguments.parse_args(argv)
     except SystemExit as exit_request:  # --help (0) or a usage error (2), already printed
         return int(exit_request.code or 0)
-    interrupts.install()
     try:
-        return main_body(args)
+        with interrupts.handled():
+            return main_body(args)
     except (ResultsError, ConfigError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -68,5 +68,3 @@ def run(main_body: Callable[[argparse.Namespace], int], argv: Sequence[str] | No
             raise
         print(f"error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    finally:
-        interrupts.uninstall()

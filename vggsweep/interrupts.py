@@ -29,28 +29,24 @@ def _handler(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-_previous: dict = {}  # the handlers install() replaced
-
-
-def install() -> None:
-    """SIGTERM, and SIGINT unless it is ignored (a background job), raise KeyboardInterrupt
-    outside `deferred()` sections (in the main thread; elsewhere a no-op)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        current = signal.getsignal(signum)
-        if current is not signal.SIG_IGN and current is not _handler:
-            _previous[signum] = current
-            signal.signal(signum, _handler)
-
-
-def uninstall() -> None:
-    """The handlers install() replaced back."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    while _previous:
-        signum, handler = _previous.popitem()
-        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+@contextlib.contextmanager
+def handled():
+    """Within: SIGTERM, and SIGINT unless it is ignored (a background job), raise
+    KeyboardInterrupt, held in `deferred()` sections. On the way out the handlers it replaced
+    come back. Nests (an inner one changes nothing); outside the main thread it changes nothing.
+    """
+    replaced = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            current = signal.getsignal(signum)
+            if current is not signal.SIG_IGN and current is not _handler:
+                replaced[signum] = current
+                signal.signal(signum, _handler)
+    try:
+        yield
+    finally:
+        for signum, handler in replaced.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager

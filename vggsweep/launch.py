@@ -183,20 +183,19 @@ def main() -> None:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     write_manifest(plan, argv)
-    interrupts.install()
     interrupted = False
     try:
-        # The overrides as the checks composed them (a spec given on the command line replaces
-        # the one it overrides), so that each job is the job that was checked.
-        flags = [arg for arg in argv if arg.startswith("-")]
-        _run_hydra([*flags, *config.replace_spec_overrides(_overrides(argv)),
-                    *hydra_overrides(plan, argv)])
+        with interrupts.handled():
+            # The overrides as the checks composed them (a spec given on the command line
+            # replaces the one it overrides), so that each job is the job that was checked.
+            flags = [arg for arg in argv if arg.startswith("-")]
+            _run_hydra([*flags, *config.replace_spec_overrides(_overrides(argv)),
+                        *hydra_overrides(plan, argv)])
     except KeyboardInterrupt:
         interrupted = True
         print("interrupted: open MLflow runs were ended KILLED; rerun the same command to "
               "resume", file=sys.stderr)
     finally:
-        interrupts.uninstall()
         _write_outputs(plan)
     finish(EXIT_INTERRUPTED if interrupted else outcome(plan))
 

@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from vggsweep import config, data, search, space, store
+from vggsweep import config, data, interrupts, search, space, store
 from vggsweep.errors import ConfigError, StateError, one_line
 from vggsweep.search import JobInfo, JobResult, container
 
@@ -125,7 +125,8 @@ def task(cfg) -> JobResult:
     quiet_libraries()
     info = hydra_info()
     try:
-        return run_job(cfg, info)
+        with interrupts.handled():  # a no-op in the launching process, which has them already
+            return run_job(cfg, info)
     except ConfigError as error:
         print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
         return JobResult(_name(cfg, info), "failed", one_line(error))
