@@ -1,5 +1,7 @@
 """The product's main path, end to end: a real multirun in a subprocess, read back from MLflow."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -73,6 +75,26 @@ def test_per_epoch_curves_and_best_model_are_logged(sweep):
     models = client.search_logged_models([experiment_id])
     assert {m.source_run_id for m in models} == {p.info.run_id for p in parents}
     assert all(m.name == "best_model" and m.status == "READY" for m in models)
+    # its requirements pin this environment's versions (MLflow's mismatch check is skipped)
+    from importlib import metadata
+
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{models[0].artifact_location}/requirements.txt",
+        dst_path=str(home / "requirements"))
+    pins = Path(local).read_text().split()
+    assert {f"keras=={metadata.version('keras')}", f"numpy=={metadata.version('numpy')}",
+            f"mlflow=={mlflow.__version__}"} <= set(pins)
+
+
+def test_the_requirement_check_is_skipped_only_while_a_model_is_saved():
+    from mlflow.utils import environment
+
+    from vggsweep import tracking
+
+    original = environment.warn_dependency_requirement_mismatches
+    with tracking._requirements_already_checked():
+        assert environment.warn_dependency_requirement_mismatches is not original
+    assert environment.warn_dependency_requirement_mismatches is original
 
 
 def test_leaderboard_csv_has_one_row_per_trial_and_the_cli_reproduces_it(sweep):

@@ -278,11 +278,13 @@ class JobTracker:
                 # The folder exists before the input example is written into it: MLflow 3
                 # writes the example first and fails otherwise (mlflow/mlflow#16183).
                 os.makedirs(local)
-                mlflow.keras.save_model(
-                    model, local, signature=_signature(model), input_example=example, pip_requirements=_requirements(),
-                    mlflow_model=Model(artifact_path=logged.artifact_location,
-                                       model_uuid=logged.model_id, run_id=self.parent_id,
-                                       model_id=logged.model_id))
+                with _requirements_already_checked():
+                    mlflow.keras.save_model(
+                        model, local, signature=_signature(model), input_example=example,
+                        pip_requirements=_requirements(),
+                        mlflow_model=Model(artifact_path=logged.artifact_location,
+                                           model_uuid=logged.model_id, run_id=self.parent_id,
+                                           model_id=logged.model_id))
                 self.client.log_model_artifacts(logged.model_id, local)
         except BaseException:
             self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
@@ -313,6 +315,25 @@ def _signature(model):
 def _kept(run) -> float | None:
     metrics = run.data.metrics
     return metrics.get(results.KEPT_VAL_ACCURACY, metrics.get("val_accuracy"))
+
+
+@contextlib.contextmanager
+def _requirements_already_checked():
+    """Skips MLflow's check that this environment satisfies the model's requirements while the
+    model is saved. The requirements are this environment's own versions (`_requirements`), so the
+    check can find no mismatch, and it costs about 1 s: it maps every installed distribution to
+    its modules. Where MLflow moves the check, nothing is skipped."""
+    from mlflow.utils import environment
+
+    original = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if original is None:
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = original
 
 
 def _requirements() -> list[str]:
