@@ -134,3 +134,18 @@ def test_sigterm_while_a_query_is_open_still_ends_every_run_killed(tmp_path, ins
     assert (trial.info.status, job.info.status) == ("KILLED", "KILLED")
     assert trial.data.metrics["val_accuracy"] == 0.5  # the write the signal arrived in is kept
     assert job.data.tags[store.FAILURE_REASON] == "interrupted"
+
+
+def test_a_run_ends_with_its_status_even_when_its_reason_cannot_be_written(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = tracking.JobTracker(uri, "interrupts", "key", {})
+    with tracker.parent_run("job"):
+        def refuse(*args, **kwargs):
+            raise RuntimeError("the tag write failed")
+
+        monkeypatch.setattr(tracker.client.inner, "set_tag", refuse)
+        with pytest.raises(RuntimeError, match="the tag write failed"):
+            with tracker.child_run("trial", "trial-0", {}, {}) as run:
+                raise ValueError("the trial failed")
+        monkeypatch.undo()
+    assert store.client(uri).get_run(run.info.run_id).info.status == "FAILED"

@@ -2,8 +2,9 @@
 
 A sweep, a job process and a worker turn SIGTERM and SIGINT into `KeyboardInterrupt`, so that
 every open MLflow run ends KILLED on the way out. Raised at an arbitrary bytecode, that exception
-can cut an SQLite transaction in half: the interrupted connection keeps the database's write lock,
-and the writes that end the runs then fail with "database is locked" (the runs stay RUNNING).
+can cut a store call in half (after a query ran, before its rows were read): the interrupted
+connection keeps its lock on the SQLite database, and the writes that end the runs then fail with
+"database is locked" (the runs stay RUNNING).
 
 So every call to the store runs inside `deferred()`: a signal that arrives there is held until the
 call returns, then raised. Training, data loading and everything else stay interruptible at once.
@@ -18,6 +19,10 @@ import threading
 
 _depth = 0  # nesting of deferred() in the main thread (the only thread signals reach)
 _pending: int | None = None
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _handler(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -36,7 +41,7 @@ def handled():
     come back. Nests (an inner one changes nothing); outside the main thread it changes nothing.
     """
     replaced = {}
-    if threading.current_thread() is threading.main_thread():
+    if _in_main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             current = signal.getsignal(signum)
             if current is not signal.SIG_IGN and current is not _handler:
@@ -53,7 +58,7 @@ def handled():
 def deferred():
     """A section that a signal does not interrupt; the signal is raised when it ends."""
     global _depth, _pending
-    if threading.current_thread() is not threading.main_thread():
+    if not _in_main_thread():
         yield  # handlers run in the main thread only: other threads are never interrupted
         return
     _depth += 1
