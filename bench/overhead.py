@@ -1,13 +1,16 @@
 """Overhead: the same model, data and epochs through `python -m vggsweep` and through a plain Keras
-script (bench/plain_keras.py), as whole processes, interleaved, several pairs.
+script (bench/plain_keras.py), as whole processes, interleaved, several rounds.
 
 S3's CNN at one fixed point (nothing searched: one trial), Adam 1e-3, batch 64, 3 epochs on
 9,000 MNIST training images with 1,000 validation images carved from the training data, tested on
-the complete 10,000-image test set. Prints both times per pair, the ratios (median over pairs),
-the per-trial ratio (vggsweep's trial: fit + test evaluation + its recording, against plain
-Keras' fit + one evaluation on validation and one on test), and where vggsweep's extra seconds go
-(measured in one more vggsweep run with timers around its stages). A benchmark: nothing is
-asserted; machines are noisy, so compare ratios measured side by side in one run.
+the complete 10,000-image test set. Two baselines: the plain script as a user writes it (NumPy
+arrays to `fit`), and the same script fed the way vggsweep feeds TensorFlow (one repeated tf.data
+pipeline; `--no-repeated` leaves it out), which isolates what the framework itself costs. Prints
+the times per round, the ratios (median over rounds), the per-trial ratio (vggsweep's trial:
+build, fit, test evaluation and its recording, against plain Keras' fit + one evaluation on
+validation and one on test), and where vggsweep's wall time goes (timers around its stages).
+A benchmark: nothing is asserted; machines are noisy, so compare ratios measured side by side in
+one run.
 
     .venv/bin/python bench/overhead.py --data-path ../shared/data/mnist --pairs 3
 """
@@ -62,33 +65,36 @@ def vggsweep_trial_s(stdout: str) -> float:
     raise SystemExit("no stage timings in the vggsweep run's output")
 
 
+CONTENDERS = ("plain", "vggsweep", "repeated")
+
+
 def pairs(args) -> list[dict]:
+    """Rounds of whole processes, interleaved (the order rotates from round to round)."""
     home = Path(tempfile.mkdtemp(prefix="vggsweep-overhead-"))
     plain = [sys.executable, str(ROOT / "bench" / "plain_keras.py"), "--data-path",
              args.data_path, "--train-samples", str(args.train_samples), "--epochs",
              str(args.epochs)]
+    commands = {"plain": plain, "repeated": [*plain, "--input", "repeated"],
+                "vggsweep": [sys.executable, __file__, "--stages", "--", *vggsweep_args(args)]}
+    names = [name for name in CONTENDERS if name != "repeated" or args.repeated]
     # One warm-up run creates the store (a user's sweeps run against an existing one) and fills
     # the page cache for both.
     timed([sys.executable, "-m", "vggsweep", *vggsweep_args(args)], home)
     rows = []
     for index in range(args.pairs):
-        order = ["plain", "vggsweep"] if index % 2 == 0 else ["vggsweep", "plain"]
         row = {}
-        for which in order:
-            if which == "plain":
-                wall, cpu, out = timed(plain, home)
-                row.update(plain_wall=wall, plain_cpu=cpu,
-                           plain_trial=json.loads(out.strip().splitlines()[-1])["trial_s"])
+        for which in names[index % len(names):] + names[:index % len(names)]:
+            wall, cpu, out = timed(commands[which], home)
+            row.update({f"{which}_wall": wall, f"{which}_cpu": cpu})
+            if which == "vggsweep":
+                row.update(vggsweep_trial=vggsweep_trial_s(out), stages=_stages(out))
             else:
-                command = [sys.executable, __file__, "--stages", "--", *vggsweep_args(args)]
-                wall, cpu, out = timed(command, home)
-                row.update(vggsweep_wall=wall, vggsweep_cpu=cpu,
-                           vggsweep_trial=vggsweep_trial_s(out), stages=_stages(out))
+                row[f"{which}_trial"] = json.loads(out.strip().splitlines()[-1])["trial_s"]
         rows.append(row)
-        print(f"pair {index + 1}: plain {row['plain_wall']:.1f} s (trial {row['plain_trial']:.1f} s)"
-              f", vggsweep {row['vggsweep_wall']:.1f} s (trial {row['vggsweep_trial']:.1f} s): "
-              f"whole x{row['vggsweep_wall'] / row['plain_wall']:.3f}, trial "
-              f"x{row['vggsweep_trial'] / row['plain_trial']:.3f}", flush=True)
+        print(f"round {index + 1}: " + ", ".join(
+            f"{name} {row[name + '_wall']:.1f} s (trial {row[name + '_trial']:.1f} s)"
+            for name in names) + f": vggsweep/plain whole x{row['vggsweep_wall'] / row['plain_wall']:.3f}"
+            f", trial x{row['vggsweep_trial'] / row['plain_trial']:.3f}", flush=True)
     shutil.rmtree(home, ignore_errors=True)
     return rows
 
@@ -100,15 +106,20 @@ def _stages(stdout: str) -> dict:
     return {}
 
 
+LABELS = {"plain": "plain Keras (NumPy arrays to fit)",
+          "repeated": "plain Keras (vggsweep's tf.data input)"}
+
+
 def report(rows: list[dict]) -> None:
     median = (lambda key: statistics.median(r[key] for r in rows))
-    print(f"\nmedian of {len(rows)} interleaved pairs (2 CPU cores, TensorFlow backend):")
-    print(f"  whole process   plain {median('plain_wall'):6.1f} s   vggsweep "
-          f"{median('vggsweep_wall'):6.1f} s   ratio {median_ratio(rows, 'wall'):.3f}")
-    print(f"  CPU time        plain {median('plain_cpu'):6.1f} s   vggsweep "
-          f"{median('vggsweep_cpu'):6.1f} s   ratio {median_ratio(rows, 'cpu'):.3f}")
-    print(f"  per trial       plain {median('plain_trial'):6.1f} s   vggsweep "
-          f"{median('vggsweep_trial'):6.1f} s   ratio {median_ratio(rows, 'trial'):.3f}")
+    baselines = [name for name in ("plain", "repeated") if f"{name}_wall" in rows[0]]
+    print(f"\nmedians of {len(rows)} interleaved rounds (2 CPU cores, TensorFlow backend); "
+          "ratio = median of the rounds' vggsweep / baseline:")
+    for what, label in (("wall", "whole process"), ("cpu", "CPU time"), ("trial", "per trial")):
+        print(f"  {label:<14}  vggsweep {median('vggsweep_' + what):6.1f} s")
+        for name in baselines:
+            print(f"      vs {LABELS[name]:<40} {median(f'{name}_{what}'):6.1f} s   ratio "
+                  f"{median_ratio(rows, what, name):.3f}")
     stages = [r["stages"] for r in rows if r.get("stages")]
     if stages:
         print("  where vggsweep's wall time goes (median; the trial includes the fit):")
@@ -116,8 +127,8 @@ def report(rows: list[dict]) -> None:
             print(f"    {name:<34}{statistics.median(s.get(name, 0.0) for s in stages):7.2f} s")
 
 
-def median_ratio(rows: list[dict], what: str) -> float:
-    return statistics.median(r[f"vggsweep_{what}"] / r[f"plain_{what}"] for r in rows)
+def median_ratio(rows: list[dict], what: str, baseline: str = "plain") -> float:
+    return statistics.median(r[f"vggsweep_{what}"] / r[f"{baseline}_{what}"] for r in rows)
 
 
 def run_stages(argv: list[str]) -> None:
@@ -139,6 +150,9 @@ def run_stages(argv: list[str]) -> None:
                 times[label] = times.get(label, 0.0) + time.perf_counter() - begin
         setattr(module, name, timed_call)
 
+    from vggsweep import collector
+
+    collector.pause()  # as `python -m vggsweep` does first (launch.main), before the imports
     import vggsweep.launch as launch
 
     times["start-up (imports)"] = time.perf_counter() - started
@@ -179,7 +193,9 @@ def main() -> None:
     parser.add_argument("--data-path", default=str(ROOT.parent / "shared" / "data" / "mnist"))
     parser.add_argument("--train-samples", type=int, default=9000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=3, help="rounds (each runs every contender)")
+    parser.add_argument("--no-repeated", dest="repeated", action="store_false",
+                        help="leave out the plain script fed like vggsweep (tf.data, repeated)")
     args = parser.parse_args()
     if not Path(args.data_path).is_dir():
         raise SystemExit(f"skipped: no MNIST at {args.data_path}")

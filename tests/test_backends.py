@@ -79,3 +79,33 @@ def test_data_can_live_on_the_device(monkeypatch):
     trained = training.train_one("mlp", model_kwargs, optimizer_kwargs, moved, image_size=28,
                                  epochs=1, batch_size=32, seed=0)
     assert 0 <= trained.test["test_accuracy"] <= 1
+
+
+def test_training_batches_are_a_new_permutation_every_epoch_from_one_iterator():
+    """On TensorFlow the training split is one repeated pipeline: each epoch (steps_per_epoch
+    batches, the last one partial) holds every example once, the next epoch another order, and
+    the same seed gives the same order."""
+    import numpy as np
+
+    from vggsweep import accelerator
+
+    if accelerator.backend() != "tensorflow":
+        pytest.skip("the repeated pipeline is TensorFlow's (other backends get the arrays)")
+    keras = accelerator.keras_module()
+    x = np.arange(10, dtype=np.float32).reshape(10, 1) * 10
+    y = np.arange(10, dtype=np.int32)
+
+    def two_epochs(seed):
+        keras.utils.set_random_seed(seed)
+        feed = accelerator.training_batches(x, y, batch_size=4)
+        assert feed["steps_per_epoch"] == 3 and feed["shuffle"] is False
+        batches = list(feed["x"].take(2 * feed["steps_per_epoch"]).as_numpy_iterator())
+        assert [len(labels) for _, labels in batches] == [4, 4, 2, 4, 4, 2]
+        for images, labels in batches:
+            assert np.array_equal(images[:, 0], labels * 10)  # images stay with their labels
+        return [np.concatenate([labels for _, labels in batches[i:i + 3]]) for i in (0, 3)]
+
+    first, second = two_epochs(0)
+    assert sorted(first) == sorted(second) == list(range(10))
+    assert list(first) != list(second) and list(first) != list(range(10))
+    assert [list(e) for e in two_epochs(0)] == [list(first), list(second)]

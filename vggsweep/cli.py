@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from vggsweep import interrupts, store
+from vggsweep import collector, interrupts, store
 from vggsweep.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, ConfigError, ResultsError,
                              one_line)
 
@@ -55,7 +55,7 @@ def run(main_body: Callable[[argparse.Namespace], int], argv: Sequence[str] | No
     except SystemExit as exit_request:  # --help (0) or a usage error (2), already printed
         return int(exit_request.code or 0)
     try:
-        with interrupts.handled():
+        with interrupts.handled(), collector.paused():  # see `collector`: imports, then training
             return main_body(args)
     except (ResultsError, ConfigError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vggsweep import config, interrupts, run, store
+from vggsweep import collector, config, interrupts, run, store
 from vggsweep.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                              ConfigError, one_line)
 
@@ -173,6 +173,7 @@ def main() -> None:
         finish(EXIT_OK)
     if config.is_inspect_only(argv):
         sys.exit(_run_hydra(argv))
+    collector.pause()  # until the first training (`collector.settle`); see there
     try:
         plan = prevalidate(argv)
         from vggsweep import ui

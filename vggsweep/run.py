@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from vggsweep import config, data, interrupts, search, space, store
+from vggsweep import collector, config, data, interrupts, search, space, store
 from vggsweep.errors import ConfigError, StateError, one_line
 from vggsweep.search import JobInfo, JobResult, container
 
@@ -125,7 +125,9 @@ def task(cfg) -> JobResult:
     quiet_libraries()
     info = hydra_info()
     try:
-        with interrupts.handled():  # a no-op in the launching process, which has them already
+        # Signal handlers: a no-op in the launching process, which has them already. The
+        # collector waits for the imports (Hydra's parallel launchers run jobs in new processes).
+        with interrupts.handled(), collector.paused():
             return run_job(cfg, info)
     except ConfigError as error:
         print(f"error: {one_line(error)}", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from vggsweep import models
+from vggsweep import accelerator, collector, models
 from vggsweep.errors import NonFiniteLoss
 from vggsweep.optimizers import build_optimizer
 
@@ -141,9 +141,9 @@ def fit(model, splits, *, epochs: int, batch_size: int, patience: int | None = N
     hook = EpochHook(on_epoch) if on_epoch is not None else None
     start = time.perf_counter()
     history = model.fit(
-        splits.x_train, splits.y_train,
-        validation_data=(splits.x_val, splits.y_val),
-        epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size, shuffle=True,
+        **accelerator.training_batches(splits.x_train, splits.y_train, batch_size),
+        validation_data=(splits.x_val, splits.y_val), validation_batch_size=batch_size,
+        epochs=epochs, initial_epoch=initial_epoch,
         callbacks=_callbacks(epochs, patience, use_ema, hook, verbose),
         verbose=2 if verbose >= 2 else 0,
     ).history
@@ -186,6 +186,7 @@ def train_one(family: str, model_kwargs: dict, optimizer_kwargs: dict, splits, *
         NonFiniteLoss: the training diverged.
         ModelConfigError: the point cannot be built.
     """
+    collector.settle()  # the libraries are imported by the first training: collect from here on
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     model = models.build_model(family, model_kwargs, input_shape=splits.image_shape,
