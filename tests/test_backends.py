@@ -84,7 +84,7 @@ def test_data_can_live_on_the_device(monkeypatch):
 def test_training_batches_are_a_new_permutation_every_epoch_from_one_iterator():
     """On TensorFlow the training split is one repeated pipeline: each epoch (steps_per_epoch
     batches, the last one partial) holds every example once, the next epoch another order, and
-    the same seed gives the same order."""
+    the same seed gives the same order; validation and prediction batches keep the order."""
     import numpy as np
 
     from vggsweep import accelerator
@@ -109,3 +109,8 @@ def test_training_batches_are_a_new_permutation_every_epoch_from_one_iterator():
     assert sorted(first) == sorted(second) == list(range(10))
     assert list(first) != list(second) and list(first) != list(range(10))
     assert [list(e) for e in two_epochs(0)] == [list(first), list(second)]
+    validation = accelerator.validation_batches(x, y, 4)["validation_data"]
+    for _ in range(2):  # in order, every epoch
+        assert np.concatenate([b for _, b in validation.as_numpy_iterator()]).tolist() == list(y)
+    predicted = accelerator.prediction_batches(x, 4)["x"]
+    assert np.array_equal(np.concatenate(list(predicted.as_numpy_iterator())), x)

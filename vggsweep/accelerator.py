@@ -145,26 +145,53 @@ def training_batches(x, y, batch_size: int) -> dict:
     """The `model.fit` keywords that feed the training split: every epoch a new permutation, in
     batches of `batch_size` (the last one partial), as Keras shuffles arrays.
 
-    On TensorFlow, one `tf.data` pipeline repeated for the whole fit, with `steps_per_epoch`:
-    Keras builds a new `tf.data` iterator at every epoch from NumPy arrays, and measured here
-    (S3's CNN, 9,000 MNIST images, batch 64, 2 cores) starting it stalled the training 2.8 to
-    4.3 s, CPU idle, at one or two epochs of three in most fits. The permutation shuffles indices
-    (the images are gathered per batch: no shuffle buffer of images), seeded like every other
-    random draw by `keras.utils.set_random_seed`. On the other backends: the arrays themselves.
+    On TensorFlow, one `tf.data` pipeline repeated for the whole fit (`steps_per_epoch`), with
+    tf.data's autotuning off. Keras feeds NumPy arrays through an autotuned pipeline and builds
+    a new iterator at every epoch; measured here (S3's CNN, 9,000 MNIST images, batch 64,
+    2 cores), ending such an iterator often stalled the training, CPU idle: 2.8 to 4.3 s at the
+    start of an epoch, up to 20 s at the end of a fit. The permutation shuffles indices (the
+    images are gathered per batch: no shuffle buffer of images), seeded like every other random
+    draw by `keras.utils.set_random_seed`. On the other backends: the arrays themselves.
     """
     if backend() != "tensorflow":
         return {"x": x, "y": y, "batch_size": batch_size, "shuffle": True}
     import tensorflow as tf
 
     count = int(y.shape[0])
-    arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
     order = (tf.data.Dataset.range(count).shuffle(count, reshuffle_each_iteration=True)
              .batch(batch_size).repeat())
-    batches = tf.data.Dataset.zip((order, arrays)).map(
-        lambda index, xy: (tf.gather(xy[0], index), tf.gather(xy[1], index)),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    return {"x": batches.prefetch(tf.data.AUTOTUNE), "shuffle": False,  # shuffled above
+    return {"x": _gathered(tf, order, x, y), "shuffle": False,  # shuffled above
             "steps_per_epoch": math.ceil(count / batch_size)}
+
+
+def validation_batches(x, y, batch_size: int) -> dict:
+    """The `model.fit` keywords that feed the validation split (in order, every epoch)."""
+    if backend() != "tensorflow":
+        return {"validation_data": (x, y), "validation_batch_size": batch_size}
+    import tensorflow as tf
+
+    order = tf.data.Dataset.range(int(y.shape[0])).batch(batch_size)
+    return {"validation_data": _gathered(tf, order, x, y)}
+
+
+def prediction_batches(x, batch_size: int) -> dict:
+    """The `model.predict` keywords that feed `x` in order."""
+    if backend() != "tensorflow":
+        return {"x": x, "batch_size": batch_size}
+    import tensorflow as tf
+
+    return {"x": _gathered(tf, tf.data.Dataset.range(int(x.shape[0])).batch(batch_size), x)}
+
+
+def _gathered(tf, order, x, y=None):
+    """Batches of `x` (and `y`) at the index batches of `order`, one prefetched, no autotuning
+    (`training_batches` says why)."""
+    arrays = tf.data.Dataset.from_tensors((x,) if y is None else (x, y)).repeat()
+    pick = ((lambda index, xs: tf.gather(xs[0], index)) if y is None else
+            (lambda index, xy: (tf.gather(xy[0], index), tf.gather(xy[1], index))))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return tf.data.Dataset.zip((order, arrays)).map(pick).prefetch(2).with_options(options)
 
 
 def on_device(splits, acc_cfg):

@@ -142,7 +142,7 @@ def fit(model, splits, *, epochs: int, batch_size: int, patience: int | None = N
     start = time.perf_counter()
     history = model.fit(
         **accelerator.training_batches(splits.x_train, splits.y_train, batch_size),
-        validation_data=(splits.x_val, splits.y_val), validation_batch_size=batch_size,
+        **accelerator.validation_batches(splits.x_val, splits.y_val, batch_size),
         epochs=epochs, initial_epoch=initial_epoch,
         callbacks=_callbacks(epochs, patience, use_ema, hook, verbose),
         verbose=2 if verbose >= 2 else 0,
@@ -215,7 +215,8 @@ def train_one(family: str, model_kwargs: dict, optimizer_kwargs: dict, splits, *
 
 
 def predict_logits(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    return np.asarray(model.predict(**accelerator.prediction_batches(x, batch_size), verbose=0),
+                      dtype=np.float64)
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict:
