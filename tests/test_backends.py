@@ -109,8 +109,28 @@ def test_training_batches_are_a_new_permutation_every_epoch_from_one_iterator():
     assert sorted(first) == sorted(second) == list(range(10))
     assert list(first) != list(second) and list(first) != list(range(10))
     assert [list(e) for e in two_epochs(0)] == [list(first), list(second)]
+    keras.utils.set_random_seed(0)
+    per_epoch = accelerator.training_batches(x, y, batch_size=4, steps_per_execution=8)
+    assert "steps_per_epoch" not in per_epoch  # several steps per execution: ends each epoch
+    for _ in range(2):
+        epoch = [labels for _, labels in per_epoch["x"].as_numpy_iterator()]
+        assert [len(b) for b in epoch] == [4, 4, 2] and sorted(np.concatenate(epoch)) == list(y)
     validation = accelerator.validation_batches(x, y, 4)["validation_data"]
     for _ in range(2):  # in order, every epoch
         assert np.concatenate([b for _, b in validation.as_numpy_iterator()]).tolist() == list(y)
     predicted = accelerator.prediction_batches(x, 4)["x"]
     assert np.array_equal(np.concatenate(list(predicted.as_numpy_iterator())), x)
+
+
+def test_several_steps_per_execution_train_whole_epochs():
+    """The GPU path's steps per execution (here on the CPU): each epoch is its permutation."""
+    from vggsweep import config, data, space, training
+
+    cfg = config.compose(["model=mlp", "activation=relu", "data=digits",
+                          "data.train_samples=100", "data.test_samples=30"])
+    splits = data.load(cfg.data)
+    model_kwargs, optimizer_kwargs = space.point(cfg.model, cfg.optimizer, cfg.activation)
+    trained = training.train_one("mlp", model_kwargs, optimizer_kwargs, splits, image_size=28,
+                                 epochs=2, batch_size=16, seed=0,
+                                 compile_options={"steps_per_execution": 4})
+    assert trained.fit.epochs_run == 2 and 0 <= trained.test["test_accuracy"] <= 1

@@ -141,7 +141,7 @@ def scaled(batch_size: int, optimizer_kwargs: dict, acc_cfg) -> tuple[int, dict]
                                 "learning_rate": optimizer_kwargs["learning_rate"] * scale}
 
 
-def training_batches(x, y, batch_size: int) -> dict:
+def training_batches(x, y, batch_size: int, steps_per_execution: int = 1) -> dict:
     """The `model.fit` keywords that feed the training split: every epoch a new permutation, in
     batches of `batch_size` (the last one partial), as Keras shuffles arrays.
 
@@ -151,7 +151,9 @@ def training_batches(x, y, batch_size: int) -> dict:
     2 cores), ending such an iterator often stalled the training, CPU idle: 2.8 to 4.3 s at the
     start of an epoch, up to 20 s at the end of a fit. The permutation shuffles indices (the
     images are gathered per batch: no shuffle buffer of images), seeded like every other random
-    draw by `keras.utils.set_random_seed`. On the other backends: the arrays themselves.
+    draw by `keras.utils.set_random_seed`. With several steps per execution (the GPU path) the
+    pipeline ends with each epoch instead: Keras' last execution of an epoch would otherwise run
+    past the epoch's end into the next permutation. On the other backends: the arrays themselves.
     """
     if backend() != "tensorflow":
         return {"x": x, "y": y, "batch_size": batch_size, "shuffle": True}
@@ -159,8 +161,10 @@ def training_batches(x, y, batch_size: int) -> dict:
 
     count = int(y.shape[0])
     order = (tf.data.Dataset.range(count).shuffle(count, reshuffle_each_iteration=True)
-             .batch(batch_size).repeat())
-    return {"x": _gathered(tf, order, x, y), "shuffle": False,  # shuffled above
+             .batch(batch_size))
+    if steps_per_execution > 1:
+        return {"x": _gathered(tf, order, x, y), "shuffle": False}  # shuffled above
+    return {"x": _gathered(tf, order.repeat(), x, y), "shuffle": False,
             "steps_per_epoch": math.ceil(count / batch_size)}
 
 
