@@ -14,8 +14,16 @@ from vggsweep import interrupts, store, tracking
 
 @pytest.fixture
 def installed():
-    with interrupts.handled():
-        yield
+    """vggsweep's handlers, from Python's defaults: a test worker may inherit SIGINT ignored or
+    blocked (`handled` leaves an ignored SIGINT alone, as a background job wants)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        with interrupts.handled():
+            yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
 
 
 def _signal_self(signum=signal.SIGTERM):
