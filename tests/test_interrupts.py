@@ -3,7 +3,6 @@ MLflow writes is held until the write is done, and every run still ends KILLED."
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -27,8 +26,10 @@ def installed():
 
 
 def _signal_self(signum=signal.SIGTERM):
-    os.kill(os.getpid(), signum)
-    time.sleep(0.05)  # the handler runs at the next bytecode of the main thread
+    # raise_signal delivers to this thread at once (os.kill may land on another thread of the
+    # process, later); the handler then runs at the next bytecode of the main thread.
+    signal.raise_signal(signum)
+    time.sleep(0.05)
 
 
 def test_a_signal_outside_a_deferred_section_is_raised_at_once(installed):
