@@ -188,7 +188,7 @@ def prediction_batches(x, batch_size: int) -> dict:
 
 
 def _gathered(tf, order, x, y=None):
-    """Batches of `x` (and `y`) at the index batches of `order`, one prefetched, no autotuning
+    """Batches of `x` (and `y`) at the index batches of `order`, two prefetched, no autotuning
     (`training_batches` says why)."""
     arrays = tf.data.Dataset.from_tensors((x,) if y is None else (x, y)).repeat()
     pick = ((lambda index, xs: tf.gather(xs[0], index)) if y is None else
