@@ -91,10 +91,11 @@ def pairs(args) -> list[dict]:
             else:
                 row[f"{which}_trial"] = json.loads(out.strip().splitlines()[-1])["trial_s"]
         rows.append(row)
-        print(f"round {index + 1}: " + ", ".join(
-            f"{name} {row[name + '_wall']:.1f} s (trial {row[name + '_trial']:.1f} s)"
-            for name in names) + f": vggsweep/plain whole x{row['vggsweep_wall'] / row['plain_wall']:.3f}"
-            f", trial x{row['vggsweep_trial'] / row['plain_trial']:.3f}", flush=True)
+        times = ", ".join(f"{name} {row[name + '_wall']:.1f} s (trial {row[name + '_trial']:.1f} s)"
+                          for name in names)
+        print(f"round {index + 1}: {times}: vggsweep/plain whole "
+              f"x{row['vggsweep_wall'] / row['plain_wall']:.3f}, trial "
+              f"x{row['vggsweep_trial'] / row['plain_trial']:.3f}", flush=True)
     shutil.rmtree(home, ignore_errors=True)
     return rows
 

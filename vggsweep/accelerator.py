@@ -157,39 +157,39 @@ def training_batches(x, y, batch_size: int, steps_per_execution: int = 1) -> dic
     """
     if backend() != "tensorflow":
         return {"x": x, "y": y, "batch_size": batch_size, "shuffle": True}
-    import tensorflow as tf
-
-    count = int(y.shape[0])
-    order = (tf.data.Dataset.range(count).shuffle(count, reshuffle_each_iteration=True)
-             .batch(batch_size))
     if steps_per_execution > 1:
-        return {"x": _gathered(tf, order, x, y), "shuffle": False}  # shuffled above
-    return {"x": _gathered(tf, order.repeat(), x, y), "shuffle": False,
-            "steps_per_epoch": math.ceil(count / batch_size)}
+        return {"x": _batches(x, y, batch_size, shuffle=True), "shuffle": False}
+    return {"x": _batches(x, y, batch_size, shuffle=True, repeat=True), "shuffle": False,
+            "steps_per_epoch": math.ceil(int(x.shape[0]) / batch_size)}
 
 
 def validation_batches(x, y, batch_size: int) -> dict:
     """The `model.fit` keywords that feed the validation split (in order, every epoch)."""
     if backend() != "tensorflow":
         return {"validation_data": (x, y), "validation_batch_size": batch_size}
-    import tensorflow as tf
-
-    order = tf.data.Dataset.range(int(y.shape[0])).batch(batch_size)
-    return {"validation_data": _gathered(tf, order, x, y)}
+    return {"validation_data": _batches(x, y, batch_size)}
 
 
 def prediction_batches(x, batch_size: int) -> dict:
     """The `model.predict` keywords that feed `x` in order."""
     if backend() != "tensorflow":
         return {"x": x, "batch_size": batch_size}
+    return {"x": _batches(x, None, batch_size)}
+
+
+def _batches(x, y, batch_size: int, *, shuffle: bool = False, repeat: bool = False):
+    """tf.data batches of `x` (and `y`), gathered at batches of indices: in order, or a new
+    permutation every epoch (`shuffle`); ending with the epoch, or repeated for the whole fit;
+    two prefetched, no autotuning (`training_batches` says why)."""
     import tensorflow as tf
 
-    return {"x": _gathered(tf, tf.data.Dataset.range(int(x.shape[0])).batch(batch_size), x)}
-
-
-def _gathered(tf, order, x, y=None):
-    """Batches of `x` (and `y`) at the index batches of `order`, two prefetched, no autotuning
-    (`training_batches` says why)."""
+    count = int(x.shape[0])
+    order = tf.data.Dataset.range(count)
+    if shuffle:
+        order = order.shuffle(count, reshuffle_each_iteration=True)
+    order = order.batch(batch_size)
+    if repeat:
+        order = order.repeat()
     arrays = tf.data.Dataset.from_tensors((x,) if y is None else (x, y)).repeat()
     pick = ((lambda index, xs: tf.gather(xs[0], index)) if y is None else
             (lambda index, xy: (tf.gather(xy[0], index), tf.gather(xy[1], index))))

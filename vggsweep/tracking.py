@@ -317,23 +317,19 @@ def _kept(run) -> float | None:
     return metrics.get(results.KEPT_VAL_ACCURACY, metrics.get("val_accuracy"))
 
 
-@contextlib.contextmanager
 def _requirements_already_checked():
     """Skips MLflow's check that this environment satisfies the model's requirements while the
     model is saved. The requirements are this environment's own versions (`_requirements`), so the
     check can find no mismatch, and it costs about 1 s: it maps every installed distribution to
     its modules. Where MLflow moves the check, nothing is skipped."""
+    from unittest import mock
+
     from mlflow.utils import environment
 
-    original = getattr(environment, "warn_dependency_requirement_mismatches", None)
-    if original is None:
-        yield
-        return
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
-    try:
-        yield
-    finally:
-        environment.warn_dependency_requirement_mismatches = original
+    name = "warn_dependency_requirement_mismatches"
+    if not hasattr(environment, name):
+        return contextlib.nullcontext()
+    return mock.patch.object(environment, name, lambda requirements: None)
 
 
 def _requirements() -> list[str]:

@@ -142,7 +142,7 @@ def fit(model, splits, *, epochs: int, batch_size: int, patience: int | None = N
     start = time.perf_counter()
     history = model.fit(
         **accelerator.training_batches(splits.x_train, splits.y_train, batch_size,
-                                       int(getattr(model, "steps_per_execution", 1) or 1)),
+                                       model.steps_per_execution),
         **accelerator.validation_batches(splits.x_val, splits.y_val, batch_size),
         epochs=epochs, initial_epoch=initial_epoch,
         callbacks=_callbacks(epochs, patience, use_ema, hook, verbose),
