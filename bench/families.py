@@ -24,7 +24,8 @@ MNIST_DIR = (ROOT / ".." / "shared" / "data" / "mnist").resolve()
 RESULTS = ROOT / "bench" / "results" / "families.json"
 sys.path.insert(0, str(ROOT))
 
-from vggsweep import config, space, summary  # noqa: E402
+from vggsweep import config, summary  # noqa: E402
+from vggsweep.config import space
 from vggsweep.errors import ConfigError  # noqa: E402
 
 
@@ -50,7 +51,9 @@ def compose(name: str, args) -> object:
 
 def bench_one(name: str, args) -> dict:
     """Trains one model at its default point (the product's own training path)."""
-    from vggsweep import accelerator, data, training
+    from vggsweep import data
+    from vggsweep.models import training
+    from vggsweep.runtime import accelerator
 
     cfg = compose(name, args)
     splits = data.load(cfg.data)

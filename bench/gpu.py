@@ -59,7 +59,10 @@ class EpochClock:
 
 
 def build(overrides: list[str], data_overrides: list[str]):
-    from vggsweep import accelerator, config, data, space, training
+    from vggsweep import config, data
+    from vggsweep.config import space
+    from vggsweep.models import training
+    from vggsweep.runtime import accelerator
 
     cfg = config.compose([*overrides, *data_overrides])
     config.validate(cfg)
@@ -80,7 +83,8 @@ def build(overrides: list[str], data_overrides: list[str]):
 
 
 def throughput(name: str, overrides: list[str], data_overrides: list[str], epochs: int) -> dict:
-    from vggsweep import accelerator, summary
+    from vggsweep import summary
+    from vggsweep.runtime import accelerator
 
     cfg, splits, model, batch = build(overrides, data_overrides)
     clock = EpochClock()

@@ -151,14 +151,19 @@ def run_stages(argv: list[str]) -> None:
                 times[label] = times.get(label, 0.0) + time.perf_counter() - begin
         setattr(module, name, timed_call)
 
-    from vggsweep import collector
+    from vggsweep.runtime import collector
 
     collector.pause()  # as `python -m vggsweep` does first (launch.main), before the imports
-    import vggsweep.launch as launch
+    import vggsweep.job.launch as launch
 
     times["start-up (imports)"] = time.perf_counter() - started
     begin = time.perf_counter()
-    from vggsweep import accelerator, outputs, search, store, training, tuning
+    from vggsweep.job import runner
+    from vggsweep.models import training
+    from vggsweep.outputs import sweep
+    from vggsweep.runtime import accelerator
+    from vggsweep.search import tuning
+    from vggsweep.tracking import store
 
     accelerator.keras_module()
     times["import Keras, TensorFlow, keras-tuner"] = time.perf_counter() - begin
@@ -166,14 +171,14 @@ def run_stages(argv: list[str]) -> None:
     wrap(launch, "prevalidate", "check every job, load the data")
     wrap(store, "prepare", "create/open the store")
     wrap(launch, "_run_hydra", "Hydra and the job (all below)")
-    wrap(search.Job, "tracker", "open the tracker")
-    wrap(search.Job, "tuner", "build the tuner (keras-tuner)")
+    wrap(runner.Job, "tracker", "open the tracker")
+    wrap(runner.Job, "tuner", "build the tuner (keras-tuner)")
     wrap(tuning.SweepTuner, "run_trial", "trial")
     wrap(training, "fit", "  fit (model.fit)")
     wrap(training, "evaluate", "  test evaluation")
     wrap(tuning.SweepTuner, "_keep", "  keep the best model on disk")
-    wrap(search, "log_best_model", "log the best model and its pictures")
-    wrap(outputs, "write_sweep_outputs", "leaderboard, plots, report")
+    wrap(runner, "log_best_model", "log the best model and its pictures")
+    wrap(sweep, "write_sweep_outputs", "leaderboard, plots, report")
     finish = launch.finish
 
     def report_then_finish(code: int) -> None:

@@ -45,7 +45,8 @@ SEARCHES = {
 def run_search(name: str, overrides: list[str], common: list[str], home: Path,
                repeat: int) -> tuple[list[dict], float]:
     """Runs one search; returns its finished trials in finishing order, and its wall time."""
-    from vggsweep import config, run
+    from vggsweep import config
+    from vggsweep.job import task
 
     experiment = f"bench-{repeat}-{name.split()[0]}-{abs(hash(name)) % 10_000}"
     cfg = config.compose(["study=grid64", *common, *overrides, f"seed={repeat}",
@@ -53,13 +54,13 @@ def run_search(name: str, overrides: list[str], common: list[str], home: Path,
                           f"tuner.directory={home}/tuner_state", "tuner.fresh=true", "verbose=0",
                           "tracking.log_model=false"])
     started = time.perf_counter()
-    run.run_job(cfg)
+    task.run_job(cfg)
     return trials(home, experiment), time.perf_counter() - started
 
 
 def trials(home: Path, experiment: str) -> list[dict]:
     """Every finished (or pruned) trial, in the order they finished."""
-    from vggsweep import results, store
+    from vggsweep.tracking import results, store
 
     client, experiment_id = store.open_existing(f"sqlite:///{home}/mlflow.db", experiment)
     runs = client.search_runs([experiment_id], "tags.`vggsweep.role` = 'trial' and "
@@ -131,9 +132,9 @@ def main() -> None:
               f"data.train_samples={args.train_samples}", f"data.val_fraction={fraction:.6f}",
               f"data.test_samples={args.test_samples}", f"budget.epochs={args.epochs}",
               "budget.patience=null", "budget.max_trials=64"]
-    from vggsweep import run
+    from vggsweep.job import task
 
-    run.quiet_libraries()  # as the command line does: TensorFlow's retracing notes to warnings
+    task.quiet_libraries()  # as the command line does: TensorFlow's retracing notes to warnings
     home = Path(tempfile.mkdtemp(prefix="vggsweep-search-"))
     for repeat in range(args.repeats):
         if repeat in done or args.only not in (None, repeat):
@@ -178,9 +179,9 @@ def run_repeat(common: list[str], home: Path, repeat: int, side_by_side: bool) -
 
 
 def _quiet_run_search(*args):
-    from vggsweep import run
+    from vggsweep.job import task
 
-    run.quiet_libraries()
+    task.quiet_libraries()
     return run_search(*args)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -36,7 +35,8 @@ def test_a_sweep_runs_under_jax(tmp_path, monkeypatch):
 def test_the_gpu_path_is_chosen_by_device_and_each_part_overridable(monkeypatch):
     from omegaconf import OmegaConf
 
-    from vggsweep import accelerator, config
+    from vggsweep import config
+    from vggsweep.runtime import accelerator
 
     cfg = config.compose([]).accelerator
     monkeypatch.setattr(accelerator, "gpu_count", lambda: 0)
@@ -67,7 +67,10 @@ def test_data_can_live_on_the_device(monkeypatch):
     """The arrays are moved once (here onto the CPU device); training reads them as they are."""
     from omegaconf import OmegaConf
 
-    from vggsweep import accelerator, config, data, space, training
+    from vggsweep import config, data
+    from vggsweep.config import space
+    from vggsweep.models import training
+    from vggsweep.runtime import accelerator
 
     cfg = config.compose(["model=mlp", "activation=relu", "data=digits",
                           "data.train_samples=60", "data.test_samples=30"])
@@ -87,7 +90,8 @@ def test_training_batches_are_a_new_permutation_every_epoch_from_one_iterator():
     the same seed gives the same order; validation and prediction batches keep the order."""
     import numpy as np
 
-    from vggsweep import accelerator
+    from vggsweep.data import pipelines
+    from vggsweep.runtime import accelerator
 
     if accelerator.backend() != "tensorflow":
         pytest.skip("the repeated pipeline is TensorFlow's (other backends get the arrays)")
@@ -97,7 +101,7 @@ def test_training_batches_are_a_new_permutation_every_epoch_from_one_iterator():
 
     def two_epochs(seed):
         keras.utils.set_random_seed(seed)
-        feed = accelerator.training_batches(x, y, batch_size=4)
+        feed = pipelines.training_batches(x, y, batch_size=4)
         assert feed["steps_per_epoch"] == 3 and feed["shuffle"] is False
         batches = list(feed["x"].take(2 * feed["steps_per_epoch"]).as_numpy_iterator())
         assert [len(labels) for _, labels in batches] == [4, 4, 2, 4, 4, 2]
@@ -110,21 +114,23 @@ def test_training_batches_are_a_new_permutation_every_epoch_from_one_iterator():
     assert list(first) != list(second) and list(first) != list(range(10))
     assert [list(e) for e in two_epochs(0)] == [list(first), list(second)]
     keras.utils.set_random_seed(0)
-    per_epoch = accelerator.training_batches(x, y, batch_size=4, steps_per_execution=8)
+    per_epoch = pipelines.training_batches(x, y, batch_size=4, steps_per_execution=8)
     assert "steps_per_epoch" not in per_epoch  # several steps per execution: ends each epoch
     for _ in range(2):
         epoch = [labels for _, labels in per_epoch["x"].as_numpy_iterator()]
         assert [len(b) for b in epoch] == [4, 4, 2] and sorted(np.concatenate(epoch)) == list(y)
-    validation = accelerator.validation_batches(x, y, 4)["validation_data"]
+    validation = pipelines.validation_batches(x, y, 4)["validation_data"]
     for _ in range(2):  # in order, every epoch
         assert np.concatenate([b for _, b in validation.as_numpy_iterator()]).tolist() == list(y)
-    predicted = accelerator.prediction_batches(x, 4)["x"]
+    predicted = pipelines.prediction_batches(x, 4)["x"]
     assert np.array_equal(np.concatenate(list(predicted.as_numpy_iterator())), x)
 
 
 def test_several_steps_per_execution_train_whole_epochs():
     """The GPU path's steps per execution (here on the CPU): each epoch is its permutation."""
-    from vggsweep import config, data, space, training
+    from vggsweep import config, data
+    from vggsweep.config import space
+    from vggsweep.models import training
 
     cfg = config.compose(["model=mlp", "activation=relu", "data=digits",
                           "data.train_samples=100", "data.test_samples=30"])

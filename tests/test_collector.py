@@ -10,7 +10,7 @@ import sys
 def test_paused_restores_the_collector_and_settle_freezes_once():
     script = """
 import gc
-from vggsweep import collector
+from vggsweep.runtime import collector
 with collector.paused():
     assert not gc.isenabled()
 assert gc.isenabled()

@@ -5,7 +5,10 @@ import math
 import mlflow
 import pytest
 
-from vggsweep import config, confidence, run
+from vggsweep import confidence as confidence_command
+from vggsweep import config
+from vggsweep.job import task
+from vggsweep.outputs import confidence
 
 
 def test_mean_ci95_and_welch():
@@ -22,7 +25,7 @@ def test_top_trials_are_retrained_with_seeds_and_recorded(isolated, capsys):
                           "data.train_samples=150", "data.test_samples=60",
                           "model.hidden_units={choice:[16,32]}", "model.hidden_layers=1",
                           "experiment=conf", "verbose=0"])
-    assert run.run_job(cfg).completed == 2
+    assert task.run_job(cfg).completed == 2
     uri = f"sqlite:///{isolated / 'mlflow.db'}"
     summary = confidence.run_confidence(uri, "conf", top=2, seeds=2)
     assert len(summary) == 2
@@ -40,5 +43,5 @@ def test_top_trials_are_retrained_with_seeds_and_recorded(isolated, capsys):
     assert 0 < source.data.metrics["test_accuracy_mean"] <= 1
     text = confidence.format_summary(summary)
     assert "best vs runner-up" in text and "±" in text
-    assert confidence.main(["--experiment", "nope", "--tracking-uri", uri]) == 2
+    assert confidence_command.main(["--experiment", "nope", "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: unknown experiment")

@@ -5,10 +5,11 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, cli_env, run_cli
-from vggsweep import config, tuners
+
+from vggsweep import config
 from vggsweep.errors import ConfigError
+from vggsweep.search import tuners
 
 GROUP_OPTIONS = [(g, o) for g in ("model", "data", "optimizer", "tuner", "budget")
                  for o in config.group_options(g)]

@@ -5,9 +5,9 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import SHARED_MNIST, needs_mnist
 from omegaconf import OmegaConf
 
-from conftest import SHARED_MNIST, needs_mnist
 from vggsweep import data
 
 

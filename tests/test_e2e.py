@@ -4,9 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import run_cli
-from vggsweep import leaderboard
 
 SWEEP = ["-m", "model=cnn,mlp", "activation=relu,tanh", "data=digits", "budget=smoke",
          "data.train_samples=200", "data.test_samples=100", "experiment=e2e"]
@@ -89,10 +87,10 @@ def test_per_epoch_curves_and_best_model_are_logged(sweep):
 def test_the_requirement_check_is_skipped_only_while_a_model_is_saved():
     from mlflow.utils import environment
 
-    from vggsweep import tracking
+    from vggsweep.tracking import writer
 
     original = environment.warn_dependency_requirement_mismatches
-    with tracking._requirements_already_checked():
+    with writer._requirements_already_checked():
         assert environment.warn_dependency_requirement_mismatches is not original
     assert environment.warn_dependency_requirement_mismatches is original
 

@@ -3,9 +3,11 @@ completed trial fails with '0/N trials completed' while the other jobs of the mu
 
 import mlflow
 import pytest
-
 from conftest import run_cli
-from vggsweep import config, run, training
+
+from vggsweep import config
+from vggsweep.job import task
+from vggsweep.models import training
 
 TINY = ["model=mlp", "activation=relu", "data=digits", "budget=smoke", "data.train_samples=100",
         "data.test_samples=50", "model.hidden_units=32", "model.hidden_layers=1"]
@@ -30,7 +32,7 @@ def test_a_raising_trial_is_failed_with_its_reason_and_the_search_goes_on(isolat
 
     monkeypatch.setattr(training, "fit", flaky_fit)
     cfg = config.compose([*TINY, "experiment=flaky", "budget.max_trials=2"])
-    result = run.run_job(cfg)
+    result = task.run_job(cfg)
     assert result.status == "completed" and (result.completed, result.failed) == (1, 1)
     [failed] = _children(isolated, "flaky", "FAILED")
     assert "simulated out-of-memory" in failed.data.tags["vggsweep.failure_reason"]
@@ -66,7 +68,7 @@ def test_every_run_ends_even_when_the_job_raises(isolated, monkeypatch):
     monkeypatch.setattr(training, "fit", broken)
     cfg = config.compose([*TINY, "experiment=interrupted"])
     with pytest.raises(KeyboardInterrupt):
-        run.run_job(cfg)
+        task.run_job(cfg)
     client = mlflow.MlflowClient(f"sqlite:///{isolated / 'mlflow.db'}")
     exp = client.get_experiment_by_name("interrupted")
     statuses = {r.data.tags["vggsweep.role"]: r.info.status

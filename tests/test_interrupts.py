@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from vggsweep import interrupts, store, tracking
+from vggsweep.runtime import interrupts
+from vggsweep.tracking import store, writer
 
 
 @pytest.fixture
@@ -115,7 +116,7 @@ def test_sigterm_while_a_query_is_open_still_ends_every_run_killed(tmp_path, ins
     from sqlalchemy.engine import Engine
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = tracking.JobTracker(uri, "interrupts", "key", {})
+    tracker = writer.JobTracker(uri, "interrupts", "key", {})
     armed = []
 
     def interrupt_once(conn, cursor, statement, *_):  # noqa: ARG001 - SQLAlchemy's signature
@@ -147,7 +148,7 @@ def test_sigterm_while_a_query_is_open_still_ends_every_run_killed(tmp_path, ins
 
 def test_a_run_ends_with_its_status_even_when_its_reason_cannot_be_written(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = tracking.JobTracker(uri, "interrupts", "key", {})
+    tracker = writer.JobTracker(uri, "interrupts", "key", {})
     with tracker.parent_run("job"):
         def refuse(*args, **kwargs):
             raise RuntimeError("the tag write failed")

@@ -14,10 +14,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # finds results_fixtures in any import mode
 from results_fixtures import EXPERIMENT, SWEEP_A, record_sweep  # noqa: E402
 
-from vggsweep import leaderboard, results  # noqa: E402
 from vggsweep.errors import ResultsError  # noqa: E402
 from vggsweep.leaderboard import group_best, main  # noqa: E402
-from vggsweep.results import load_trials  # noqa: E402
+from vggsweep.outputs import leaderboard  # noqa: E402
+from vggsweep.tracking import results
+from vggsweep.tracking.results import load_trials  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HYPERPARAMETERS = [

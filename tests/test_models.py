@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from vggsweep import config, models, space
+from vggsweep import config, models
+from vggsweep.config import space
 from vggsweep.errors import ConfigError
-from vggsweep.models import blocks
 
 PRESETS = ("cnn", "mlp", "vgg11", "vgg13", "vgg16", "vgg19")
 SMALL_WIDTH = 0.0625  # VGG stage filters 4, 8, 16, 32, 32 and dense width 256: quick to build

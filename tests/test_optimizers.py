@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from vggsweep import optimizers
+from vggsweep.models import optimizers
 
 
 def _rate(optimizer, step):

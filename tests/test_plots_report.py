@@ -16,7 +16,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # finds results_fixtures in any import mode
 from results_fixtures import EXPERIMENT, SWEEP_A, record_sweep  # noqa: E402
 
-from vggsweep import outputs, page, plots, report, results  # noqa: E402
+from vggsweep import report
+from vggsweep.outputs import page, plots  # noqa: E402
+from vggsweep.outputs import sweep as outputs  # noqa: E402
+from vggsweep.tracking import results
 
 SWEEP_PLOTS = {"accuracy_vs_time", "isolation", "learning_curves", "parallel_coordinates",
                "importance"}

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vggsweep import store
+from vggsweep.tracking import store
 
 ROLE, JOB_KEY, TRIAL_ID, PARENT = store.ROLE, store.JOB_KEY, store.TRIAL_ID, store.PARENT
 FAILURE_REASON = store.FAILURE_REASON

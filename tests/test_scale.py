@@ -12,14 +12,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import cli_env, run_cli
-from vggsweep import store
+
+from vggsweep.tracking import store
 
 TINY = ["data=digits", "budget=smoke", "data.train_samples=120", "data.test_samples=60",
         "tracking.log_model=false"]

@@ -7,8 +7,12 @@ import math
 
 import pytest
 
-from vggsweep import config, oracles, pruning, results, run, space, tuners
-from vggsweep import store as vstore
+from vggsweep import config
+from vggsweep.config import space
+from vggsweep.job import task
+from vggsweep.search import oracles, pruning, tuners
+from vggsweep.tracking import results
+from vggsweep.tracking import store as vstore
 
 TINY = ["model=mlp", "activation=relu", "data=digits", "budget=smoke", "data.train_samples=100",
         "data.test_samples=50", "model.hidden_layers=1", "tracking.log_model=false", "verbose=0"]
@@ -91,7 +95,7 @@ def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, mon
     cfg = config.compose([*TINY, "tuner=quasi_random", "budget.max_trials=16", "budget.epochs=2",
                           "tuner.pruner=median", "tuner.pruner_warmup_epochs=0",
                           "model.hidden_units={choice:[8,16,32]}", "experiment=pruned"])
-    result = run.run_job(cfg)
+    result = task.run_job(cfg)
     assert result.status == "completed" and result.completed == 16
     uri = vstore.resolve_uri(None)
     trials = results.load_trials(uri, "pruned")
@@ -124,7 +128,7 @@ def test_cost_aware_search_records_its_objective(tmp_path, monkeypatch):
     cfg = config.compose([*TINY, "tuner=bayesian", "tuner.num_initial_points=1",
                           "tuner.cost=param_count", "model.hidden_units={choice:[8,64]}",
                           "experiment=cost"])
-    assert run.run_job(cfg).completed == 2
+    assert task.run_job(cfg).completed == 2
     trials = results.load_trials(vstore.resolve_uri(None), "cost")
     for _, trial in trials.iterrows():
         expected = trial["val_accuracy"] - 0.02 * math.log10(trial["param_count"])

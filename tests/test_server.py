@@ -13,13 +13,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import cli_env, run_cli
 
 
 def _postgres_missing() -> str | None:
-    from vggsweep import server
     from vggsweep.errors import ConfigError
+    from vggsweep.tracking import server
 
     try:
         server.postgres_bin()

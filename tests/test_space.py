@@ -3,7 +3,7 @@
 import keras_tuner as kt
 import pytest
 
-from vggsweep import space
+from vggsweep.config import space
 
 
 def test_plain_values_are_fixed_and_specs_are_searched():

@@ -20,7 +20,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from vggsweep import config, space, store
+from vggsweep import config
+from vggsweep.config import space
+from vggsweep.tracking import store
 
 STUDIES = sorted(p.stem for p in config.SWEEPS_DIR.glob("*.yaml"))
 TINY = ["budget=smoke", "data=digits", "budget.max_trials=1", "data.train_samples=64",

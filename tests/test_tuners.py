@@ -1,7 +1,7 @@
 """Tuners: every keras-tuner oracle runs a tiny job to completion; quasi-random search; atomic
 tuner state; corrupt-state detection; best-model-only checkpoints; the job time limit.
 
-Jobs run in-process through `vggsweep.run.run_job` (no TensorFlow import per test) on the bundled
+Jobs run in-process through `vggsweep.job.task.run_job` (no TensorFlow import per test) on the bundled
 digits with the smoke budget and the MLP, each in its own tuner directory. One SQLite store is
 shared by the module (creating a store costs seconds); every test uses its own experiment.
 """
@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from vggsweep import config, oracles, run, tuning
-from vggsweep import store as vstore
+from vggsweep import config
 from vggsweep.errors import ConfigError, StateError
+from vggsweep.job import task
+from vggsweep.runtime import files
+from vggsweep.search import oracles, tuning
+from vggsweep.tracking import store as vstore
 
 TINY = ["model=mlp", "activation=relu", "data=digits", "budget=smoke", "verbose=0"]
 TRIAL_METRICS = ("val_accuracy_kept", "test_accuracy", "train_time_s")
@@ -53,7 +56,7 @@ def compose(home: Path, uri: str, experiment: str, *extra: str):
 
 def project_dir(cfg) -> Path:
     """The tuner project a job uses: <tuner.directory>/<experiment>-<job key>."""
-    key = run.job_key(cfg, vstore.resolve_uri(cfg.tracking.uri))
+    key = task.job_key(cfg, vstore.resolve_uri(cfg.tracking.uri))
     return Path(cfg.tuner.directory).resolve() / f"{cfg.experiment}-{key}"
 
 
@@ -123,7 +126,7 @@ def test_every_tuner_runs_a_tiny_job(name, home, store):
                   *TUNER_CASES[name])
     assert cfg.tuner.name == name
 
-    result = run.run_job(cfg)
+    result = task.run_job(cfg)
 
     expected = None if name == "hyperband" else cfg.budget.max_trials
     runs = assert_completed_job(result, store, experiment, expected)
@@ -240,9 +243,9 @@ def test_a_seed_proposes_the_same_points_every_time(name, seed, tmp_path):
 def test_atomic_write_json_writes_a_complete_file_and_no_temp_file(tmp_path):
     path = tmp_path / "deep" / "state.json"
     obj = {"trials": list(range(1000)), "name": "x" * 1000}
-    text = oracles.atomic_write_json(str(path), obj)
+    text = files.atomic_write_json(str(path), obj)
     assert json.loads(path.read_text()) == obj == json.loads(text)
-    oracles.atomic_write_json(str(path), {"replaced": True})
+    files.atomic_write_json(str(path), {"replaced": True})
     assert json.loads(path.read_text()) == {"replaced": True}
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]
 
@@ -251,7 +254,7 @@ def test_atomic_write_json_writes_a_complete_file_and_no_temp_file(tmp_path):
 def test_atomic_write_json_failure_keeps_the_old_file_and_no_temp_file(failure, tmp_path,
                                                                        monkeypatch):
     path = tmp_path / "state.json"
-    oracles.atomic_write_json(str(path), {"version": 1})
+    files.atomic_write_json(str(path), {"version": 1})
     obj = {"version": 2}
     if failure == "fsync":
         def broken_fsync(fd):
@@ -261,7 +264,7 @@ def test_atomic_write_json_failure_keeps_the_old_file_and_no_temp_file(failure, 
     else:
         obj = {"version": object()}
     with pytest.raises((OSError, TypeError)):
-        oracles.atomic_write_json(str(path), obj)
+        files.atomic_write_json(str(path), obj)
     assert json.loads(path.read_text()) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"], "a temporary file was left"
 
@@ -281,7 +284,7 @@ def finished(tmp_path_factory, store):
     try:
         experiment = "finished"
         cfg = compose(home, store, experiment, "budget.max_trials=3")
-        result = run.run_job(cfg)
+        result = task.run_job(cfg)
     finally:
         patch.undo()
     assert_completed_job(result, store, experiment, 3)
@@ -346,7 +349,7 @@ def test_corrupt_state_stops_the_job_with_one_line_naming_the_file(state_file, f
     _truncate(broken)
 
     with pytest.raises(ConfigError) as caught:
-        run.run_job(cfg)
+        task.run_job(cfg)
 
     assert isinstance(caught.value, StateError)
     message = str(caught.value)
@@ -362,12 +365,12 @@ def test_fresh_recovers_from_a_corrupt_state(finished, home, store):
     project = _copy_project(finished, cfg)
     _truncate(project / "oracle.json")
     with pytest.raises(StateError):
-        run.run_job(cfg)
+        task.run_job(cfg)
 
     fresh = compose(home, store, experiment, "budget.max_trials=1", "tuner.fresh=true",
                     "tracking.log_model=false")
     assert project_dir(fresh) == project  # fresh and max_trials do not re-key the job
-    result = run.run_job(fresh)
+    result = task.run_job(fresh)
     assert result.status == "completed" and result.completed == 1
     json.loads((project / "oracle.json").read_text())
     assert sorted(p.name for p in project.glob("trial_*")) == ["trial_0"]
@@ -377,7 +380,7 @@ def test_corrupt_state_via_cli_exits_2_with_one_line(home):
     overrides = [*TINY, "experiment=corrupt-cli"]
     cfg = config.compose(overrides)  # the job's config, as the CLI composes it
     project = Path(home / "tuner_state") / (
-        f"{cfg.experiment}-{run.job_key(cfg, vstore.resolve_uri(None))}")
+        f"{cfg.experiment}-{task.job_key(cfg, vstore.resolve_uri(None))}")
     project.mkdir(parents=True)
     broken = project / "oracle.json"
     broken.write_text('{"ongoing_trials": {}, "hyperparam')
@@ -411,5 +414,5 @@ def test_time_limit_ends_the_job_normally_after_one_trial(home, store):
     experiment = "time-limit"
     cfg = compose(home, store, experiment, "budget.max_trials=3", "budget.time_limit_s=0.001",
                   "tracking.log_model=false")
-    result = run.run_job(cfg)
+    result = task.run_job(cfg)
     assert_completed_job(result, store, experiment, 1)

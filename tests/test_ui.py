@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from results_fixtures import EXPERIMENT, record_sweep  # noqa: E402
 
-from vggsweep import store, ui  # noqa: E402
+from vggsweep.tracking import store, ui  # noqa: E402
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(n)), None)

@@ -1,6 +1,6 @@
-"""`python -m vggsweep [-m] [overrides]`: a sweep; see `vggsweep.launch`."""
+"""`python -m vggsweep [-m] [overrides]`: a sweep; see `vggsweep.job.launch`."""
 
-from vggsweep.launch import main
+from vggsweep.job.launch import main
 
 if __name__ == "__main__":
     main()

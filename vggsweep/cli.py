@@ -14,9 +14,9 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from vggsweep import collector, interrupts, store
-from vggsweep.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, ConfigError, ResultsError,
-                             one_line)
+from vggsweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ConfigError, ResultsError, one_line
+from vggsweep.runtime import collector, interrupts
+from vggsweep.tracking import store
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -1,165 +1,21 @@
-"""Confidence: retrain the top-k configurations of a sweep with several seeds.
-
-For each of the k best trials (ranked on validation accuracy), the exact configuration is rebuilt
-from its job's recorded config and the trial's hyperparameters, then trained with `--seeds` new
-seeds. Reported: the mean and 95% confidence interval (Student's t) of test accuracy and training
-time, and whether the best is distinguishable from the runner-up (Welch's t-test on the seeds'
-test accuracies, two-sided, 5%). Every retraining is an MLflow run (tag `vggsweep.role=confidence`,
-nested under the job's parent run); the summary lands on the original trial run as metrics
-(`test_accuracy_mean`, `test_accuracy_ci95`, `train_time_s_mean`, `train_time_s_ci95`).
+"""`python -m vggsweep.confidence`: retrain the top-k configurations of a sweep with several
+seeds (see `vggsweep.outputs.confidence`).
 
     python -m vggsweep.confidence --experiment activations --top 3 --seeds 5
 """
 
 from __future__ import annotations
 
-import math
+import argparse
 import sys
-from pathlib import Path
 
-import yaml
-
-from vggsweep.store import SOURCE_RUN
+from vggsweep import cli
+from vggsweep.outputs.confidence import format_summary, run_confidence
 
 
-def mean_ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% confidence interval (Student's t; 0 for one value)."""
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
-
-
-def welch_p_value(first: list[float], second: list[float]) -> float:
-    """Two-sided Welch's t-test p-value (nan when either sample is too small or constant)."""
-    from scipy import stats
-
-    if len(first) < 2 or len(second) < 2:
-        return float("nan")
-    return float(stats.ttest_ind(first, second, equal_var=False).pvalue)
-
-
-def trial_config(client, trial_run, parent_run_id: str):
-    """The job's recorded config with every searched value fixed at the trial's value."""
-    from omegaconf import OmegaConf
-
-    from vggsweep import space
-
-    path = client.download_artifacts(parent_run_id, "config.yaml")
-    cfg = OmegaConf.create(yaml.safe_load(Path(path).read_text()))
-    params = trial_run.data.params
-    for section in ("model", "optimizer"):
-        for key, value in list(cfg[section].items()):
-            if space.is_spec(value) and key in params:
-                spec = OmegaConf.to_container(value)
-                cfg[section][key] = space.coerce(spec, yaml.safe_load(params[key]))
-    if space.is_spec(cfg.activation) and "activation" in params:
-        cfg.activation = params["activation"]
-    return cfg
-
-
-def retrain(cfg, seed: int) -> dict:
-    """Trains the configuration once with `seed`; returns its test metrics and training time."""
-    from vggsweep import accelerator, config, data, space, training
-
-    splits = data.load(cfg.data)
-    accelerator.apply(cfg.get("accelerator"))
-    model_kwargs, optimizer_kwargs = space.point(cfg.model, cfg.optimizer, cfg.activation)
-    batch_size, optimizer_kwargs = accelerator.scaled(cfg.budget.batch_size, optimizer_kwargs,
-                                                      cfg.get("accelerator"))
-    trained = training.train_one(
-        cfg.model.family, model_kwargs, optimizer_kwargs, splits,
-        image_size=config.effective_image_size(cfg.data, splits.image_shape),
-        epochs=cfg.budget.epochs, batch_size=batch_size, seed=seed,
-        patience=cfg.budget.patience, compile_options=accelerator.compile_options(cfg.get("accelerator")))
-    return {"val_accuracy": trained.val_accuracy, **trained.test,
-            "train_time_s": trained.fit.train_time_s, "epochs_run": trained.fit.epochs_run}
-
-
-def run_confidence(tracking_uri: str, experiment: str, top: int, seeds: int,
-                   sweep: str | None = None, first_seed: int = 1000) -> list[dict]:
-    """Retrains the top-`top` trials with `seeds` seeds each; records and returns the summary."""
-    from vggsweep import results, store
-
-    client, _ = store.open_existing(tracking_uri, experiment)
-    trials = results.load_trials(tracking_uri, experiment, sweep=sweep, status="finished")
-    best = trials.head(top)  # ranked on validation accuracy, ties as everywhere
-    summary = []
-    for _, row in best.iterrows():
-        trial_run = client.get_run(row["run_id"])
-        cfg = trial_config(client, trial_run, row["parent_run_id"])
-        tracker = _tracker(tracking_uri, experiment, trial_run, row)
-        results_ = [_recorded_retrain(tracker, cfg, trial_run, row, first_seed + i)
-                    for i in range(seeds)]
-        summary.append(_summarize(tracker, row, results_))
-    if len(summary) >= 2:
-        p_value = welch_p_value(summary[0]["test_accuracies"], summary[1]["test_accuracies"])
-        summary[0]["p_vs_runner_up"] = p_value
-    return summary
-
-
-def _tracker(tracking_uri: str, experiment: str, trial_run, row):
-    from vggsweep import store
-    from vggsweep.tracking import JobTracker
-
-    tracker = JobTracker(tracking_uri, experiment, trial_run.data.tags.get(store.JOB_KEY, ""), {})
-    tracker.attach(row["parent_run_id"])
-    return tracker
-
-
-def _recorded_retrain(tracker, cfg, trial_run, row, seed: int) -> dict:
-    from vggsweep import store
-
-    tags = {SOURCE_RUN: row["run_id"], "model": str(row.get("model")),
-            "activation": str(row.get("activation")), store.TRIAL_ID: str(row["trial_id"])}
-    params = {"seed": seed, **{k: v for k, v in trial_run.data.params.items()
-                               if k != "seed" and not k.startswith("optimizer_")}}
-    with tracker.child_run("confidence", f"confidence-{row['trial_id']}-seed{seed}", params,
-                           tags) as run:
-        result = retrain(cfg, seed)
-        tracker.log_metrics(run.info.run_id, result)
-    return result
-
-
-def _summarize(tracker, row, results_: list[dict]) -> dict:
-    accuracies = [r["test_accuracy"] for r in results_]
-    times = [r["train_time_s"] for r in results_]
-    acc_mean, acc_ci = mean_ci95(accuracies)
-    time_mean, time_ci = mean_ci95(times)
-    metrics = {"test_accuracy_mean": acc_mean, "test_accuracy_ci95": acc_ci,
-               "train_time_s_mean": time_mean, "train_time_s_ci95": time_ci,
-               "confidence_seeds": len(results_)}
-    tracker.log_metrics(row["run_id"], {k: v for k, v in metrics.items() if not math.isnan(v)})
-    return {"run_id": row["run_id"], "model": row.get("model"),
-            "activation": row.get("activation"), "trial_id": row["trial_id"],
-            "val_accuracy": row["val_accuracy"], "test_accuracies": accuracies, **metrics}
-
-
-def format_summary(summary: list[dict]) -> str:
-    lines = [f"{'rank':<5}{'model':<8}{'activation':<11}{'trial':<7}{'seeds':>6}"
-             f"{'test accuracy (95% CI)':>26}{'train time s (95% CI)':>24}"]
-    for rank, item in enumerate(summary, 1):
-        lines.append(
-            f"{rank:<5}{item['model']!s:<8}{item['activation']!s:<11}{item['trial_id']!s:<7}"
-            f"{item['confidence_seeds']:>6}"
-            f"{item['test_accuracy_mean']:>16.4f} ± {item['test_accuracy_ci95']:<7.4f}"
-            f"{item['train_time_s_mean']:>14.1f} ± {item['train_time_s_ci95']:<7.1f}")
-    if len(summary) >= 2:
-        p_value = summary[0].get("p_vs_runner_up", float("nan"))
-        verdict = ("distinguishable" if p_value < 0.05 else "NOT distinguishable")
-        lines.append(f"best vs runner-up: Welch's t-test p = {p_value:.3g} -> {verdict} at 5% "
-                     "(test accuracy over the seeds)")
-    return "\n".join(lines)
-
-
-def _parser():
-    from vggsweep import cli
-
-    parser = cli.parser("python -m vggsweep.confidence", __doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m vggsweep.confidence",
+                        "Retrain the best configurations of a sweep with several seeds.")
     parser.add_argument("--sweep", default=None, help="only trials of this sweep dir")
     parser.add_argument("--top", type=cli.positive_int, default=3,
                         help="configurations to retrain (the best on validation)")
@@ -169,17 +25,13 @@ def _parser():
 
 
 def _seeds(text: str) -> int:
-    import argparse
-
     if not text.isdigit() or int(text) < 2:
         raise argparse.ArgumentTypeError(f"expected an integer >= 2 (a 95% interval needs at "
                                          f"least two seeds), got {text!r}")
     return int(text)
 
 
-def _confidence_main(args) -> int:
-    from vggsweep import cli
-
+def _confidence_main(args: argparse.Namespace) -> int:
     summary = run_confidence(cli.tracking_uri(args), args.experiment, args.top, args.seeds,
                              args.sweep)
     print(format_summary(summary))
@@ -188,8 +40,6 @@ def _confidence_main(args) -> int:
 
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit status."""
-    from vggsweep import cli
-
     return cli.run(_confidence_main, argv, _parser())
 
 

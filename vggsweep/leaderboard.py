@@ -1,7 +1,5 @@
-"""The leaderboard: rank, group and format the trial table (`vggsweep.results`).
-
-Ranks on validation accuracy; the test accuracy is shown but never used to rank. Importing this
-module is instant: neither MLflow nor TensorFlow nor keras-tuner is imported until a store is read.
+"""`python -m vggsweep.leaderboard`: rank the trials of a recorded sweep (see
+`vggsweep.outputs.leaderboard`).
 
     python -m vggsweep.leaderboard --experiment mnist --top 10
     python -m vggsweep.leaderboard --experiment mnist --group-by model,activation --out best.md
@@ -10,154 +8,19 @@ module is instant: neither MLflow nor TensorFlow nor keras-tuner is imported unt
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-import pandas as pd
-
-from vggsweep import cli, results
-from vggsweep.errors import ResultsError
-from vggsweep.results import CONFIDENCE_COLUMNS, EXTRA_METRIC_COLUMNS, rank_trials
-
-TABLE_FORMATS = (".csv", ".md", ".html")
-_SHORT_ID_COLUMNS = {"run_id", "parent_run_id"}
-
-
-def group_best(
-    trials: pd.DataFrame,
-    by: Sequence[str] = ("model", "activation"),
-    metric: str = "val_accuracy",
-) -> pd.DataFrame:
-    """The best trial of each group, with trial counts and the metric's spread in the group.
-
-    This is the Tuning Playbook's isolation table: with `by=["model", "activation"]`, one row per
-    scientific combination, the nuisance hyperparameters tuned away. Groups without a finished
-    trial are kept (metric empty), so that a combination that always failed stays visible.
-    """
-    by = list(by)
-    missing = [c for c in by if c not in trials.columns]
-    if missing:
-        valid = ", ".join(trials.columns)
-        raise ResultsError(f"unknown column(s) {missing} to group by; valid: {valid}")
-    ranked = rank_trials(trials, metric)
-    spread = [f"{metric}_min", f"{metric}_max", f"{metric}_std"]
-    rows = []
-    for _, group in ranked.groupby(by, dropna=False, sort=False):
-        done = group.loc[group["rank"].notna(), metric].astype("float64")
-        best = group.iloc[0].to_dict()  # ranked order: the group's best trial comes first
-        best.update(zip(spread, (done.min(), done.max(), done.std())))
-        best.update(n_trials=len(group), n_finished=len(done))
-        rows.append(best)
-    summary = [*by, "n_trials", "n_finished", metric, *spread]
-    rest = [c for c in trials.columns if c not in summary]
-    table = pd.DataFrame(rows, columns=summary + rest).astype(
-        {c: ranked[c].dtype for c in trials.columns}
-    )
-    table = table.sort_values(["rank"], na_position="last", kind="stable", ignore_index=True)
-    return table.astype({"n_trials": "int64", "n_finished": "int64"})
-
-
-def _format_value(column: str, value: Any, max_text: int | None = None) -> str:
-    """One cell as text: NA empty, floats to 4 decimals (tiny ones in scientific notation)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.4f}"
-    text = str(value)
-    if column in _SHORT_ID_COLUMNS:
-        return text[:8]
-    if max_text is not None and len(text) > max_text:
-        return text[: max_text - 1] + "…"
-    return text
-
-
-def formatted_frame(trials: pd.DataFrame, max_text: int | None = None) -> pd.DataFrame:
-    """The table as display strings (what the console, Markdown and HTML outputs show)."""
-    return pd.DataFrame(
-        {c: [_format_value(c, v, max_text) for v in trials[c].tolist()] for c in trials.columns},
-        index=trials.index,
-        dtype="object",
-    )
-
-
-def _right_aligned(trials: pd.DataFrame) -> set[str]:
-    """Numeric (not boolean) columns, which read best right-aligned."""
-    return {
-        c for c in trials.columns
-        if pd.api.types.is_numeric_dtype(trials[c]) and not pd.api.types.is_bool_dtype(trials[c])
-    }
-
-
-def format_console(trials: pd.DataFrame, max_text: int = 40) -> str:
-    """A fixed-width text table: floats to 4 decimals, run ids shortened to 8 characters."""
-    cells = formatted_frame(trials, max_text)
-    numeric = _right_aligned(trials)
-    widths = {c: max([len(c), *(len(v) for v in cells[c])]) for c in cells.columns}
-
-    def line(values: Mapping[str, str]) -> str:
-        return "  ".join(
-            values[c].rjust(widths[c]) if c in numeric else values[c].ljust(widths[c])
-            for c in cells.columns
-        ).rstrip()
-
-    rows = [line({c: c for c in cells.columns})]
-    rows.append("  ".join("-" * widths[c] for c in cells.columns))
-    rows.extend(line(row) for row in cells.to_dict("records"))
-    return "\n".join(rows)
-
-
-def format_markdown(trials: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no dependency on `tabulate`)."""
-    cells = formatted_frame(trials)
-    numeric = _right_aligned(trials)
-
-    def escape(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    header = "| " + " | ".join(escape(c) for c in cells.columns) + " |"
-    rule = "|" + "|".join("---:" if c in numeric else "---" for c in cells.columns) + "|"
-    body = [
-        "| " + " | ".join(escape(v) for v in row) + " |" for row in cells.itertuples(index=False)
-    ]
-    return "\n".join([header, rule, *body]) + "\n"
-
-
-def table_html(trials: pd.DataFrame, table_class: str = "leaderboard") -> str:
-    """An HTML `<table>` of the formatted values (escaped)."""
-    return formatted_frame(trials).to_html(index=False, escape=True, classes=table_class, border=0)
-
-
-def check_table_format(path: str | os.PathLike) -> str:
-    """The table format (lower-case extension) of `path`; ResultsError when not writable."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in TABLE_FORMATS:
-        raise ResultsError(
-            f"cannot write {str(path)!r}: unknown table format {suffix or '(no extension)'}; "
-            f"valid: {', '.join(TABLE_FORMATS)}"
-        )
-    return suffix
-
-
-def write_table(trials: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Writes the table in the format its extension names: `.csv`, `.md` or `.html`.
-
-    CSV keeps full precision; Markdown and HTML show the formatted values.
-    """
-    path = Path(path)
-    suffix = check_table_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        trials.to_csv(path, index=False)
-    elif suffix == ".md":
-        path.write_text(format_markdown(trials), encoding="utf-8")
-    else:
-        page = f"<!doctype html>\n<meta charset=\"utf-8\">\n{table_html(trials)}\n"
-        path.write_text(page, encoding="utf-8")
-    return path
+from vggsweep import cli
+from vggsweep.outputs.leaderboard import (
+    check_table_format,
+    console_view,
+    format_console,
+    group_best,
+    write_table,
+)
+from vggsweep.tracking import results
+from vggsweep.tracking.results import rank_trials
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,24 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _console_view(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Keeps the console readable: no secondary metrics (unless measured, e.g. confidence), no
-    hyperparameter that is the same in every row, no job and parent columns. The file output
-    keeps every column."""
-    drop = [c for c in EXTRA_METRIC_COLUMNS if c != metric and c in table
-            and (c not in CONFIDENCE_COLUMNS or table[c].isna().all())]
-    if len(table) > 1:
-        drop += [c for c in results.hyperparameter_columns(table)
-                 if not c.startswith("n_") and not c.endswith(("_min", "_max", "_std"))
-                 and table[c].astype("string").nunique(dropna=False) <= 1]
-    drop += [c for c in ("parent_run_id", "job", "start_time") if c in table]
-    reasons = table["failure_reason"].astype("string").fillna("") if "failure_reason" in table \
-        else None
-    if reasons is not None and reasons.str.strip().isin(["", "None", "nan", "<NA>"]).all():
-        drop.append("failure_reason")
-    return table.drop(columns=sorted(set(drop) - {"model", "activation"}))
-
-
 def _leaderboard_main(args: argparse.Namespace) -> int:
     results.check_metric(args.by)
     if args.out:
@@ -214,7 +59,7 @@ def _leaderboard_main(args: argparse.Namespace) -> int:
     if table.empty:
         print("no trials match", file=sys.stderr)
     else:
-        print(format_console(_console_view(table, args.by)))
+        print(format_console(console_view(table, args.by)))
     if args.out:
         write_table(table, args.out)
     return 0

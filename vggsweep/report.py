@@ -2,7 +2,7 @@
 
     python -m vggsweep.report --sweep-dir multirun/2025-01-01/12-00-00 --experiment mnist
 
-The page itself is `vggsweep.page`; what goes into it is read back by `vggsweep.outputs`.
+The page itself is `vggsweep.outputs.page`; what goes into it is read back by `vggsweep.outputs.sweep`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vggsweep import cli, outputs
+from vggsweep import cli
+from vggsweep.outputs import sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report_main(args: argparse.Namespace) -> int:
-    print(outputs.write_report(args.sweep_dir, cli.tracking_uri(args), args.experiment))
+    print(sweep.write_report(args.sweep_dir, cli.tracking_uri(args), args.experiment))
     return 0
 
 

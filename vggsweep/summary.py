@@ -12,7 +12,8 @@ import math
 import os
 import sys
 
-from vggsweep import config, models, space
+from vggsweep import config, models
+from vggsweep.config import space
 from vggsweep.errors import ConfigError
 
 #: MNIST and the digits dataset: 28x28 grayscale images, 10 classes.

@@ -1,26 +1,16 @@
-"""`python -m vggsweep.worker`: train trials of a running job (keras-tuner's distributed mode).
-
-A job with `tuner.workers=N` starts N of these itself. To add a worker on another machine, give it
-the chief's address (printed by the job), the job's tuner project (a shared folder: it holds
-`job.json`, written by the job) and, if the job's tracking URI is not reachable from there as
-written, one that is (the same store):
+"""`python -m vggsweep.worker`: train trials of a running job (see `vggsweep.job.worker`).
 
     python -m vggsweep.worker --chief HOST:PORT --project /shared/tuner_state/EXP-KEY \\
         --worker-id hostb-0 [--tracking-uri http://tracking-server:5000]
-
-Each trial it trains is a child run of the job's parent run, tagged `vggsweep.worker`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from pathlib import Path
 
-from vggsweep import cli, store
-from vggsweep.errors import ConfigError
+from vggsweep import cli
+from vggsweep.job import worker
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,38 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _worker_main(args: argparse.Namespace) -> int:
-    project = Path(args.project).expanduser().resolve()
-    if not (project / "job.json").is_file():
-        raise ConfigError(f"--project {project} holds no job.json; give the tuner project the "
-                          "job printed (tuner_state/<experiment>-<job key>)")
-    if "chief" in args.worker_id:
-        raise ConfigError(f"--worker-id {args.worker_id!r}: a worker's name may not contain "
-                          "'chief' (keras-tuner reserves it)")
-    host, _, port = args.chief.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--chief {args.chief!r}: give HOST:PORT, e.g. 127.0.0.1:50051")
-    os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port,
-                      KERASTUNER_TUNER_ID=args.worker_id)
-    from vggsweep import accelerator, run, search
-
-    run.quiet_libraries()
-    settings = json.loads((project / search.JOB_FILE).read_text())["config"].get("accelerator")
-    accelerator.limit_memory(settings)  # before anything starts the GPU
-    accelerator.apply(settings)
-    job = search.Job.load(project, args.tracking_uri)
-    tracker = job.tracker()
-    tracker.tags[store.WORKER] = args.worker_id
-    report = job.progress(worker=args.worker_id)
-    tuner = job.tuner(tracker, report)
-    tuner.job.trial_tags[store.WORKER] = args.worker_id
-    tuner.search(job.splits, verbose=0)
-    return 0
-
 
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit status."""
-    return cli.run(_worker_main, argv, _parser())
+    return cli.run(worker.join, argv, _parser())
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from vggsweep import space
+from vggsweep.config import space
 from vggsweep.errors import ModelConfigError
 from vggsweep.models import blocks, cnn, mlp, vgg
 from vggsweep.models.blocks import POOLING

@@ -1,0 +1,191 @@
+"""keras-tuner oracles made to survive and to share: atomic state, a time limit, warm starts,
+pruning, and quasi-random search. They run in the job's process (or in its chief, when the
+job's trials are trained by several workers).
+
+`SurvivingOracleMixin` adds to every oracle of `vggsweep.search.tuners.TUNERS`:
+- state written atomically (temporary file, fsync, rename), re-saved after a trial ends so that a
+  restarted chief never re-runs a finished trial;
+- `deadline`: no new trial starts after it (at least one trial always runs);
+- `enqueue`: points evaluated first (warm start), in order, whatever the search strategy;
+- `pruner`: stops a trial whose validation accuracy is behind at an epoch (its `update_trial`
+  answers STOPPED, which the worker's per-epoch hook turns into the end of the fit).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import keras_tuner as kt
+from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.src.engine.hyperparameters import hp_types
+
+from vggsweep.runtime.files import atomic_write_json
+from vggsweep.search import tuners
+
+OBJECTIVE = kt.Objective("val_accuracy", direction="max")
+#: With `tuner.cost`: validation accuracy minus `tuner.cost_weight` per decade of the cost.
+COST_OBJECTIVE = kt.Objective("cost_adjusted_accuracy", direction="max")
+RUNNING, STOPPED = trial_module.TrialStatus.RUNNING, trial_module.TrialStatus.STOPPED
+FINISHED_STATES = (trial_module.TrialStatus.COMPLETED, trial_module.TrialStatus.FAILED)
+
+
+class SurvivingOracleMixin:
+    """Atomic state, deadline, warm start and pruning for any keras-tuner oracle."""
+
+    deadline: float | None = None  # time.monotonic() after which no new trial starts
+    pruner = None  # a `vggsweep.search.pruning` rule, or None
+    enqueue: list = []  # points (name -> value) evaluated first
+    _enqueue_index = 0
+
+    def save(self):
+        atomic_write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
+        atomic_write_json(path, trial.get_state())
+
+    @kt.synchronized
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        self.save()  # keras-tuner saves before it drops the trial from `ongoing_trials`
+
+    def reload(self):
+        super().reload()
+        # An interrupted trial is retried; one that had finished (saved state lagging behind)
+        # is not run again.
+        self._retry_queue = [t for t in self._retry_queue
+                             if self.trials[t].status not in FINISHED_STATES]
+
+    def populate_space(self, trial_id):
+        if self.deadline is not None and self.trials and time.monotonic() > self.deadline:
+            return {"status": STOPPED, "values": None}
+        return super().populate_space(trial_id)
+
+    def next_enqueued(self) -> dict | None:
+        """The next warm-start point not tried yet, completed with the space's defaults."""
+        while self._enqueue_index < len(self.enqueue):
+            point = self.enqueue[self._enqueue_index]
+            self._enqueue_index += 1
+            values = {hp.name: point.get(hp.name, hp.default)
+                      for hp in self.hyperparameters.space}
+            if not self._duplicate(values):
+                return values
+        return None
+
+    def _random_values(self):
+        return self.next_enqueued() or super()._random_values()
+
+    @kt.synchronized
+    def update_trial(self, trial_id, metrics, step=0):
+        trial = super().update_trial(trial_id, metrics, step=step)
+        # With a pruner, workers report every epoch (step = epoch index).
+        if self.pruner is not None and trial.status == RUNNING:
+            if self.pruner.should_stop(trial, self.trials.values(), int(step)):
+                trial.status = STOPPED
+        return trial
+
+    def get_state(self):
+        state = super().get_state()
+        state["enqueue_index"] = self._enqueue_index
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        self._enqueue_index = state.get("enqueue_index", 0)
+
+
+class EnqueueFirstMixin:
+    """For oracles whose `populate_space` does not draw random values: warm-start points first."""
+
+    def populate_space(self, trial_id):
+        if self.deadline is None or not self.trials or time.monotonic() <= self.deadline:
+            values = self.next_enqueued()
+            if values is not None:
+                return {"status": RUNNING, "values": values}
+        return super().populate_space(trial_id)
+
+
+class RandomOracle(SurvivingOracleMixin, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class GridOracle(SurvivingOracleMixin, kt.oracles.GridSearchOracle):
+    """The grid walks from its defaults: a warm start makes its first point the defaults
+    (`vggsweep.config.space.with_defaults`), and the grid holds every other point anyway."""
+
+
+class BayesianOracle(EnqueueFirstMixin, SurvivingOracleMixin,
+                     kt.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class HyperbandOracle(SurvivingOracleMixin, kt.oracles.HyperbandOracle):
+    pass
+
+
+class QuasiRandomOracle(SurvivingOracleMixin, kt.Oracle):
+    """Quasi-random search: a scrambled Sobol sequence (scipy.stats.qmc) mapped through each
+    hyperparameter's `prob_to_value`, the low-discrepancy exploration the Deep Learning Tuning
+    Playbook recommends. The n-th trial takes the n-th point, so a resumed search continues the
+    same sequence; points that map onto already-tried values are skipped.
+    """
+
+    def __init__(self, objective=None, max_trials=10, seed=None, **kwargs):
+        super().__init__(objective=objective, max_trials=max_trials, seed=seed, **kwargs)
+        self._next_index = 0
+
+    def _points(self, dimensions: int, index: int):
+        from scipy.stats import qmc
+
+        count = 1 << max(int(index).bit_length(), 4)  # a power of two keeps Sobol balanced
+        return qmc.Sobol(d=max(dimensions, 1), scramble=True, seed=self.seed).random(count)
+
+    def populate_space(self, trial_id):
+        if self.deadline is not None and self.trials and time.monotonic() > self.deadline:
+            return {"status": STOPPED, "values": None}
+        enqueued = self.next_enqueued()
+        if enqueued is not None:
+            return {"status": RUNNING, "values": enqueued}
+        space_ = self.hyperparameters.space
+        searched = [hp for hp in space_ if not isinstance(hp, hp_types.Fixed)]
+        fixed = {hp.name: hp.value for hp in space_ if isinstance(hp, hp_types.Fixed)}
+        for _ in range(1000):
+            index = self._next_index
+            self._next_index += 1
+            point = self._points(len(searched), index)[index]
+            values = dict(fixed)
+            values.update({hp.name: hp.prob_to_value(float(u)) for hp, u in zip(searched, point)})
+            if not self._duplicate(values):
+                return {"status": RUNNING, "values": values}
+        return {"status": STOPPED, "values": None}
+
+    def get_state(self):
+        state = super().get_state()
+        state["next_index"] = self._next_index
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        self._next_index = state.get("next_index", 0)
+
+
+def make_oracle(tuner_cfg, budget_cfg, seed: int, *, pruner=None, enqueue=()):
+    """The oracle named by `tuner.name`, seeded with `seed`; a failed trial never aborts the
+    search."""
+    entry = tuners.TUNERS[str(tuner_cfg.name)]
+    oracle_class = tuners.resolve(entry.oracle)
+    objective = COST_OBJECTIVE if tuner_cfg.get("cost") else OBJECTIVE
+    oracle = oracle_class(objective=objective, seed=seed,
+                          max_consecutive_failed_trials=_failure_budget(entry, budget_cfg),
+                          **entry.kwargs(tuner_cfg, budget_cfg))
+    # keras-tuner replaces a falsy seed (our default, 0) by a random one: set it back.
+    oracle.seed = oracle._seed_state = seed
+    oracle.pruner = pruner
+    oracle.enqueue = [dict(point) for point in enqueue]
+    return oracle
+
+
+def _failure_budget(entry, budget_cfg) -> int:
+    # Never stop a search on failures (each is recorded with its reason): one more than it has.
+    return (budget_cfg.max_trials if entry.counts_trials else 10_000) + 1

@@ -1,0 +1,346 @@
+"""The tracking boundary: the only module that writes to MLflow during a sweep.
+
+One parent run per Hydra job, one nested child run per keras-tuner trial, one run per confidence
+retraining. `run`, `tuning`, the workers and `confidence` call `JobTracker`'s methods; none of them
+imports MLflow. Everything goes through `MlflowClient` with explicit run ids (no fluent active-run
+state), so threads, workers and processes can share a store. Every run opened here ends FINISHED,
+FAILED (reason in the tag `vggsweep.failure_reason`) or KILLED, also when an exception or an
+interrupt goes through. A rerun of the same job reuses its parent run and marks the runs a killed
+process left RUNNING as KILLED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from vggsweep.errors import one_line
+from vggsweep.tracking import results, store
+
+
+def git_commit() -> str:
+    """The repository's commit (with '-dirty' when there are local changes), or 'unknown'."""
+    root = Path(__file__).resolve().parents[2]  # the repository (vggsweep/tracking/writer.py)
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+            timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def status_for(error: BaseException | None) -> str:
+    """The MLflow status a run ends with after `error` (None: it ended normally)."""
+    if error is None:
+        return "FINISHED"
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        return "KILLED"
+    return "FAILED"
+
+
+def _param(value) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "-".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _metrics(values: dict, step: int = 0) -> list:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(key, float(value), now, step) for key, value in values.items()
+            if value is not None]
+
+
+class JobTracker:
+    """The MLflow side of one job: its parent run and the child runs of its trials."""
+
+    def __init__(self, uri: str, experiment: str, job_key: str, tags: dict):
+        self.uri = uri
+        self.client = store.client(uri)
+        self.experiment_id = store.prepare(uri, experiment)
+        self.job_key = job_key
+        self.tags = {k: str(v) for k, v in tags.items()}
+        self.parent_id: str | None = None
+
+    # ----------------------------------------------------------------------------------------
+    # The parent run.
+
+    def find_parent(self) -> str | None:
+        """The parent run of an earlier attempt at this job, if any."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{store.JOB_KEY}` = '{self.job_key}' and "
+                          f"tags.`{store.ROLE}` = 'job'",
+            order_by=["attributes.start_time ASC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    @contextlib.contextmanager
+    def parent_run(self, run_name: str, params: dict | None = None):
+        """Opens (or reopens) the job's parent run; ends it with a status whatever happens."""
+        existing = self.find_parent()
+        tags = {**self.tags, store.ROLE: "job", store.JOB_KEY: self.job_key}
+        if existing:
+            self.parent_id = existing
+            self.client.update_run(existing, status="RUNNING")
+            self._set_tags(existing, {**tags, store.RESUMED: "true"})
+            if store.FAILURE_REASON in self.client.get_run(existing).data.tags:
+                self.client.delete_tag(existing, store.FAILURE_REASON)
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+            self.parent_id = run.info.run_id
+            if params:
+                self.log_params(self.parent_id, params)
+        self.kill_orphans()
+        error = None
+        try:
+            yield self.parent_id
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            self._end(self.parent_id, error)
+
+    def attach(self, parent_id: str) -> None:
+        """Writes trials under an existing parent run (a worker of a job another process runs)."""
+        self.parent_id = parent_id
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=items[start:start + 100])
+
+    def log_config(self, config: dict) -> None:
+        self.client.log_dict(self.parent_id, config, "config.yaml")
+
+    def finish_job(self, metrics: dict) -> None:
+        self.client.log_batch(self.parent_id, metrics=_metrics(metrics))
+
+    def fail_parent(self, reason: str) -> None:
+        """Records why the job failed (its run then ends FAILED)."""
+        self.client.set_tag(self.parent_id, store.FAILURE_REASON, reason[:500])
+
+    def _set_tags(self, run_id: str, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def _end(self, run_id: str, error: BaseException | None) -> None:
+        """Ends the run with the status `error` calls for; the status is written even when
+        writing the reason fails (the run is never left RUNNING by a failed tag)."""
+        status = status_for(error)
+        try:
+            if error is not None and status == "FAILED":
+                self.client.set_tag(run_id, store.FAILURE_REASON, one_line(error))
+            if error is None and store.FAILURE_REASON in self.client.get_run(run_id).data.tags:
+                status = "FAILED"
+            if status == "KILLED":
+                self.client.set_tag(run_id, store.FAILURE_REASON, "interrupted")
+        finally:
+            self.client.set_terminated(run_id, status)
+
+    # ----------------------------------------------------------------------------------------
+    # Trial runs.
+
+    def children(self, extra: str = "") -> list:
+        """The trial runs under this job's parent run, optionally filtered (`extra`)."""
+        query = (f"tags.`{store.PARENT}` = '{self.parent_id}' and "
+                 f"tags.`{store.ROLE}` = 'trial'")
+        if extra:
+            query += f" and {extra}"
+        return store.search_all_runs(self.client, [self.experiment_id], query)
+
+    def _kill(self, runs, reason: str) -> None:
+        for run in runs:
+            if run.info.status != "KILLED":
+                self.client.set_tag(run.info.run_id, store.FAILURE_REASON, reason)
+                self.client.set_terminated(run.info.run_id, "KILLED")
+
+    def kill_orphans(self) -> None:
+        """Marks runs a killed process left RUNNING under this parent as KILLED."""
+        self._kill(self.children("attributes.status = 'RUNNING'"),
+                   "interrupted: the process ended while this trial was running; the trial was "
+                   "run again")
+
+    def supersede_all(self, reason: str) -> None:
+        """Marks every earlier trial run of this job KILLED (the search starts over)."""
+        self._kill(self.children(), reason)
+
+    def supersede(self, trial_id: str) -> None:
+        """Marks earlier runs of a trial that is about to run again as KILLED (no duplicates)."""
+        self._kill(self.children(f"tags.`{store.TRIAL_ID}` = '{trial_id}'"),
+                   "superseded: this trial was run again")
+
+    def trial_run(self, trial_id: str, params: dict, tags: dict):
+        """A nested child run for one trial; FINISHED, FAILED (with reason) or KILLED."""
+        self.supersede(trial_id)
+        return self.child_run("trial", store.trial_run_name(trial_id), params,
+                              {**tags, store.TRIAL_ID: trial_id})
+
+    @contextlib.contextmanager
+    def child_run(self, role: str, name: str, params: dict, tags: dict):
+        """A run nested under the parent (a trial, a confidence retraining); it ends FINISHED,
+        FAILED (with reason) or KILLED whatever happens."""
+        run = self.client.create_run(
+            self.experiment_id, run_name=name,
+            tags={**{k: str(v) for k, v in tags.items()}, store.ROLE: role,
+                  store.JOB_KEY: self.job_key, store.PARENT: self.parent_id})
+        self.log_params(run.info.run_id, params)
+        error = None
+        try:
+            yield run
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            self._end(run.info.run_id, error)
+
+    def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
+        self.client.log_batch(run_id, metrics=_metrics(metrics, step))
+
+    def log_epoch(self, run, logs: dict, epoch: int) -> None:
+        """One epoch's metrics of a trial, in one batch, at step = epoch (0-based)."""
+        self.client.log_batch(run.info.run_id, metrics=_metrics(logs, epoch))
+
+    def finish_trial(self, run, metrics: dict, pruned: str | None = None) -> None:
+        """A trial's final metrics (the kept model's), and whether the pruner stopped it."""
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(store.PRUNED, "true"), RunTag("vggsweep.pruned_reason", pruned)] \
+            if pruned else []
+        self.client.log_batch(run.info.run_id, metrics=_metrics(metrics), tags=tags)
+
+    def trial_counts(self) -> dict:
+        """FINISHED / FAILED / KILLED child runs under the parent (PRUNED ones are FINISHED)."""
+        counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0, "PRUNED": 0, "epochs_saved": 0}
+        for run in self.children():
+            counts[run.info.status] = counts.get(run.info.status, 0) + 1
+            if results.trial_status(run) == "PRUNED":
+                counts["PRUNED"] += 1
+                counts["epochs_saved"] += int(run.data.metrics.get("epochs_saved", 0))
+        return counts
+
+    def best_trial(self):
+        """The job's best trial run, as the leaderboard ranks (None when none finished)."""
+        scored = [r for r in self.children("attributes.status = 'FINISHED'")
+                  if results.trial_status(r) == "FINISHED" and _kept(r) is not None]
+        if not scored:
+            return None
+        return min(scored, key=lambda r: results.rank_key(_kept(r), r.info.start_time,
+                                                          r.info.run_id))
+
+    def first_failure(self) -> str:
+        for run in self.children("attributes.status = 'FAILED'"):
+            reason = run.data.tags.get(store.FAILURE_REASON)
+            if reason:
+                return reason
+        return ""
+
+    # ----------------------------------------------------------------------------------------
+    # Artifacts and the best model.
+
+    def log_artifact(self, path: str | os.PathLike, folder: str) -> None:
+        self.client.log_artifact(self.parent_id, str(path), folder)
+
+    def log_model(self, model, example, step: int = 0, metrics: dict | None = None) -> str:
+        """Logs `model` as the job's MLflow logged model (signature, input example, the job's
+        params, `metrics`); returns its URI (`models:/<id>`), loadable with
+        `mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True})`."""
+        import tempfile
+
+        import mlflow.keras
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        params = {k: v[:6000] for k, v in self.client.get_run(self.parent_id).data.params.items()}
+        logged = self.client.create_logged_model(self.experiment_id, name="best_model",
+                                                 source_run_id=self.parent_id, params=params,
+                                                 model_type="keras image classifier")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = os.path.join(tmp, "model")
+                # The folder exists before the input example is written into it: MLflow 3
+                # writes the example first and fails otherwise (mlflow/mlflow#16183).
+                os.makedirs(local)
+                with _requirements_already_checked():
+                    mlflow.keras.save_model(
+                        model, local, signature=_signature(model), input_example=example,
+                        pip_requirements=_requirements(),
+                        mlflow_model=Model(artifact_path=logged.artifact_location,
+                                           model_uuid=logged.model_id, run_id=self.parent_id,
+                                           model_id=logged.model_id))
+                self.client.log_model_artifacts(logged.model_id, local)
+        except BaseException:
+            self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(self.parent_id, [LoggedModelOutput(logged.model_id, step)])
+        if metrics:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.parent_id, metrics=[
+                Metric(k, float(v), now, step, model_id=logged.model_id)
+                for k, v in metrics.items()])
+        return logged.model_uri
+
+
+def _signature(model):
+    """The model's signature from its shapes (a prediction would trace the model again)."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]), "image")])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _kept(run) -> float | None:
+    metrics = run.data.metrics
+    return metrics.get(results.KEPT_VAL_ACCURACY, metrics.get("val_accuracy"))
+
+
+def _requirements_already_checked():
+    """Skips MLflow's check that this environment satisfies the model's requirements while the
+    model is saved. The requirements are this environment's own versions (`_requirements`), so the
+    check can find no mismatch, and it costs about 1 s: it maps every installed distribution to
+    its modules. Where MLflow moves the check, nothing is skipped."""
+    from unittest import mock
+
+    from mlflow.utils import environment
+
+    name = "warn_dependency_requirement_mismatches"
+    if not hasattr(environment, name):
+        return contextlib.nullcontext()
+    return mock.patch.object(environment, name, lambda requirements: None)
+
+
+def _requirements() -> list[str]:
+    """The pip requirements of the logged model, read from this environment (no subprocess)."""
+    from importlib import metadata
+
+    packages = ["keras", os.environ.get("KERAS_BACKEND", "tensorflow"), "numpy"]
+    found = []
+    for name in packages:
+        try:
+            found.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found
