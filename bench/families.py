@@ -24,9 +24,13 @@ MNIST_DIR = (ROOT / ".." / "shared" / "data" / "mnist").resolve()
 RESULTS = ROOT / "bench" / "results" / "families.json"
 sys.path.insert(0, str(ROOT))
 
-from vggsweep import config, summary  # noqa: E402
+from vggsweep import (
+    config,
+    summary,  # noqa: E402
+)
 from vggsweep.config import space
 from vggsweep.errors import ConfigError  # noqa: E402
+from vggsweep.job import checks  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -45,7 +49,7 @@ def compose(name: str, args) -> object:
     if name.startswith("vgg") and args.vgg_width is not None:
         overrides.append(f"model.width_multiplier={args.vgg_width}")
     cfg = config.compose(overrides)
-    config.validate(cfg)
+    checks.validate(cfg)
     return cfg
 
 

@@ -61,11 +61,12 @@ class EpochClock:
 def build(overrides: list[str], data_overrides: list[str]):
     from vggsweep import config, data
     from vggsweep.config import space
+    from vggsweep.job import checks
     from vggsweep.models import training
     from vggsweep.runtime import accelerator
 
     cfg = config.compose([*overrides, *data_overrides])
-    config.validate(cfg)
+    checks.validate(cfg)
     accelerator.apply(cfg.accelerator)
     splits = accelerator.on_device(data.load(cfg.data), cfg.accelerator)
     model_kwargs, optimizer_kwargs = space.point(cfg.model, cfg.optimizer, cfg.activation)

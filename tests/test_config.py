@@ -9,6 +9,7 @@ from conftest import ROOT, cli_env, run_cli
 
 from vggsweep import config
 from vggsweep.errors import ConfigError
+from vggsweep.job import checks
 from vggsweep.search import tuners
 
 GROUP_OPTIONS = [(g, o) for g in ("model", "data", "optimizer", "tuner", "budget")
@@ -22,14 +23,14 @@ NEEDS_DATA = {("data", "npz"), ("data", "idx")}
 @pytest.mark.parametrize("group, option", [g for g in GROUP_OPTIONS if g not in NEEDS_DATA])
 def test_every_config_file_composes_and_validates(group, option):
     cfg = config.compose([f"{group}={option}"])
-    config.validate(cfg)
+    checks.validate(cfg)
     assert cfg[group] is not None
 
 
 @pytest.mark.parametrize("option", ["npz", "idx"])
 def test_named_dataset_options_need_a_name_and_a_path(option, tmp_path):
     with pytest.raises(ConfigError, match="data.name|data.path") as info:
-        config.validate(config.compose([f"data={option}"]))
+        checks.validate(config.compose([f"data={option}"]))
     assert "\n" not in str(info.value)
     import numpy as np
 
@@ -41,7 +42,7 @@ def test_named_dataset_options_need_a_name_and_a_path(option, tmp_path):
             (tmp_path / stem).write_bytes(b"")
     path = tmp_path / "set.npz" if option == "npz" else tmp_path
     cfg = config.compose([f"data={option}", "data.name=tiny", f"data.path={path}"])
-    config.validate(cfg)
+    checks.validate(cfg)
     assert cfg.data.name == "tiny"
 
 
@@ -63,7 +64,7 @@ def test_command_line_fixes_or_reopens_a_hyperparameter():
     assert dict(reopened.model.filters) == {"choice": [16, 32]}
     replaced = config.compose(["model.conv_blocks={choice:[2,3]}"])  # over a {min, max} spec
     assert dict(replaced.model.conv_blocks) == {"choice": [2, 3]}
-    config.validate(replaced)
+    checks.validate(replaced)
 
 
 def test_expand_sweep_gives_one_override_list_per_job():
@@ -90,7 +91,7 @@ def test_expand_sweep_gives_one_override_list_per_job():
 )
 def test_bad_input_is_one_line(overrides, expected):
     with pytest.raises(ConfigError) as info:
-        config.validate(config.compose(overrides))
+        checks.validate(config.compose(overrides))
     assert expected in str(info.value)
     assert "\n" not in str(info.value)
 

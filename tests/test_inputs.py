@@ -14,6 +14,7 @@ from conftest import run_cli
 
 from vggsweep import config
 from vggsweep.errors import ConfigError
+from vggsweep.job import checks
 
 TIMEOUT_S = 60
 
@@ -97,7 +98,7 @@ def test_confidence_needs_two_seeds(tmp_path):
 ])
 def test_every_config_value_is_range_checked(overrides, said):
     with pytest.raises(ConfigError) as info:
-        config.validate(config.compose(["model=cnn", *overrides]))
+        checks.validate(config.compose(["model=cnn", *overrides]))
     assert said in str(info.value) and "\n" not in str(info.value)
 
 

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from vggsweep import config, models
 from vggsweep.config import space
 from vggsweep.errors import ConfigError
+from vggsweep.job import checks
 
 PRESETS = ("cnn", "mlp", "vgg11", "vgg13", "vgg16", "vgg19")
 SMALL_WIDTH = 0.0625  # VGG stage filters 4, 8, 16, 32, 32 and dense width 256: quick to build
@@ -69,7 +70,7 @@ def test_preset_keys_are_exactly_the_builder_keywords(name):
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_validate_through_the_real_config(name):
     cfg = config.compose([f"model={name}", "data=digits"])
-    config.validate(cfg)
+    checks.validate(cfg)
     assert space.point(cfg.model, cfg.optimizer, cfg.activation)[0]["activation"] == "relu"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from vggsweep import config
 from vggsweep.config import space
-from vggsweep.job import task
+from vggsweep.job import checks, task
 from vggsweep.search import oracles, pruning, tuners
 from vggsweep.tracking import results
 from vggsweep.tracking import store as vstore
@@ -79,7 +79,7 @@ def test_a_grid_starts_from_the_first_enqueued_point():
 def test_studies_warm_start_from_their_reference_points():
     for name in ("activations", "temperature", "mlp"):
         cfg = config.compose([f"study={name}"])
-        config.validate(cfg)
+        checks.validate(cfg)
         assert cfg.tuner.enqueue, name
     [s3] = config.compose(["study=activations"]).tuner.enqueue
     assert dict(s3) == {"conv_blocks": 2, "filters": 32, "kernel_size": 3, "pool_size": 2,

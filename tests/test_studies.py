@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from vggsweep import config
 from vggsweep.config import space
+from vggsweep.job import checks
 from vggsweep.tracking import store
 
 STUDIES = sorted(p.stem for p in config.SWEEPS_DIR.glob("*.yaml"))
@@ -65,11 +66,11 @@ def test_every_study_is_covered():
 @pytest.mark.parametrize("name", STUDIES)
 def test_study_composes_and_validates(name):
     cfg = config.compose([f"study={name}"])
-    config.validate(cfg)
+    checks.validate(cfg)
     assert cfg.experiment == name
     for combination in sweep_combinations(name):
         job = config.compose([f"study={name}", *combination])
-        config.validate(job)
+        checks.validate(job)
         assert job.experiment == name
 
 
@@ -83,7 +84,7 @@ def test_command_line_budget_wins_over_the_study(name):
 
 def test_grid64_is_exactly_the_64_point_grid():
     cfg = config.compose(["study=grid64"])
-    config.validate(cfg)
+    checks.validate(cfg)
     assert cfg.tuner.name == "grid"
     assert cfg.activation == "relu"
     assert not space.is_spec(cfg.activation)

@@ -19,7 +19,7 @@ import pytest
 
 from vggsweep import config
 from vggsweep.errors import ConfigError, StateError
-from vggsweep.job import task
+from vggsweep.job import plan, task
 from vggsweep.runtime import files
 from vggsweep.search import oracles, tuning
 from vggsweep.tracking import store as vstore
@@ -56,7 +56,7 @@ def compose(home: Path, uri: str, experiment: str, *extra: str):
 
 def project_dir(cfg) -> Path:
     """The tuner project a job uses: <tuner.directory>/<experiment>-<job key>."""
-    key = task.job_key(cfg, vstore.resolve_uri(cfg.tracking.uri))
+    key = plan.job_key(cfg, vstore.resolve_uri(cfg.tracking.uri))
     return Path(cfg.tuner.directory).resolve() / f"{cfg.experiment}-{key}"
 
 
@@ -380,7 +380,7 @@ def test_corrupt_state_via_cli_exits_2_with_one_line(home):
     overrides = [*TINY, "experiment=corrupt-cli"]
     cfg = config.compose(overrides)  # the job's config, as the CLI composes it
     project = Path(home / "tuner_state") / (
-        f"{cfg.experiment}-{task.job_key(cfg, vstore.resolve_uri(None))}")
+        f"{cfg.experiment}-{plan.job_key(cfg, vstore.resolve_uri(None))}")
     project.mkdir(parents=True)
     broken = project / "oracle.json"
     broken.write_text('{"ongoing_trials": {}, "hyperparam')

@@ -15,6 +15,7 @@ import sys
 from vggsweep import config, models
 from vggsweep.config import space
 from vggsweep.errors import ConfigError
+from vggsweep.job import checks
 
 #: MNIST and the digits dataset: 28x28 grayscale images, 10 classes.
 INPUT_SHAPE = (28, 28, 1)
@@ -66,7 +67,7 @@ def summarize(overrides: list[str]) -> str:
     """
     check_one_job(overrides)
     cfg = config.compose(overrides)
-    config.validate(cfg)
+    checks.validate(cfg)
     family = cfg.model.family
     image_size = cfg.data.image_size or config.DEFAULT_IMAGE_SIZE
     params, _ = space.point(cfg.model, cfg.optimizer, cfg.activation)

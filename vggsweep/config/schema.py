@@ -1,12 +1,13 @@
 """Typed configuration schema, registered in Hydra's ConfigStore.
 
 Hydra merges the YAML files of `conf/` into these dataclasses, so a misspelled key, a value of the
-wrong type or an unknown enumerated value (`tuner.name=grd`) fails at composition, before any job
-starts. Enumerations are built from the registries (tuners, data sources), so adding a tuner or a
-dataset there is all it takes. Ranges live beside each field (`metadata={"min": ...}`) and are
-checked by `check_ranges`. The model and optimizer subtrees are open dicts here: their valid keys
-are the keyword arguments of the builder functions, checked by `vggsweep.config.validate`.
-Nothing here imports TensorFlow.
+wrong type or an unknown enumerated value (`tuner.keep=some`) fails at composition, before any
+job starts. Ranges live beside each field (`metadata={"min": ...}`) and are checked by
+`check_ranges`. Names that a registry defines (`data.source`, `tuner.name`, `tuner.pruner`) and
+the model and optimizer subtrees (open dicts: their valid keys are the keyword arguments of the
+builder functions) are checked against the registries by `vggsweep.job.checks.validate`, one
+layer up. A field marked `identity=False` may change between reruns of a job without making it
+another job (`identity_paths`). Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
-from vggsweep.data import DATASETS
 from vggsweep.errors import ConfigError
-from vggsweep.search.tuners import PRUNERS, TUNERS
 
 
 class Choice(str, Enum):
@@ -32,27 +31,27 @@ def _choices(name: str, values) -> type[Choice]:
     return Choice(name, {value: value for value in values})
 
 
-TunerName = _choices("TunerName", TUNERS)
-DataSource = _choices("DataSource", DATASETS)
 Keep = _choices("Keep", ("best", "all"))
-PrunerName = _choices("PrunerName", PRUNERS)
 Device = _choices("Device", ("auto", "cpu", "gpu"))
 GpuSharing = _choices("GpuSharing", ("share", "one_each"))
 CostName = _choices("CostName", ("train_time_s", "param_count"))
 
 
-def _field(default, *, min=None, max=None, above=None, below=None, help=""):  # noqa: A002
-    """A field with its valid range: min/max inclusive, above/below exclusive."""
+def _field(default, *, min=None, max=None, above=None, below=None,  # noqa: A002 - the words
+           identity: bool = True):
+    """A field with its valid range (min/max inclusive, above/below exclusive); `identity=False`:
+    changing it does not make a job another job (how much or where it runs, not what)."""
     limits = {k: v for k, v in {"min": min, "max": max, "above": above, "below": below}.items()
               if v is not None}
+    metadata = {**limits, **({} if identity else {"identity": False})}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=limits)
-    return field(default=default, metadata=limits)
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class DataConfig:
-    source: DataSource = DataSource.mnist  # mnist | digits | npz | idx (a file or a folder)
+    source: str = "mnist"  # mnist | digits | npz | idx (a file or a folder): data.DATASETS
     name: Optional[str] = None  # the name results are shown under; default: the source's
     path: Optional[str] = None  # an .npz file or a directory of IDX files (gzipped or not)
     image_size: Optional[int] = _field(None, min=1)  # null: the data's own; larger: resized
@@ -65,17 +64,17 @@ class DataConfig:
 
 @dataclass
 class TunerConfig:
-    name: TunerName = TunerName.quasi_random  # quasi_random | random | grid | bayesian | hyperband
+    name: str = "quasi_random"  # quasi_random | random | grid | bayesian | hyperband: TUNERS
     directory: Optional[str] = None  # project root; default <launch dir>/tuner_state
-    fresh: bool = False  # True: discard this job's saved tuner state and start over
+    fresh: bool = _field(False, identity=False)  # True: discard the saved state, start over
     num_initial_points: Optional[int] = _field(None, min=1)  # bayesian: random points first
     factor: int = _field(3, min=2)  # hyperband: reduction factor between brackets
     hyperband_iterations: int = _field(1, min=1)
     keep: Keep = Keep.best  # checkpoints kept per job: best | all
-    workers: int = _field(1, min=1)  # processes training trials of this job in parallel
-    chief_host: str = "127.0.0.1"  # where the job serves its oracle to workers (0.0.0.0: any)
-    chief_port: int = _field(0, min=0, max=65535)  # 0: a free port
-    pruner: PrunerName = PrunerName.off  # stop trials whose curve is behind: off | median | ...
+    workers: int = _field(1, min=1, identity=False)  # processes training its trials at once
+    chief_host: str = _field("127.0.0.1", identity=False)  # where workers find the oracle
+    chief_port: int = _field(0, min=0, max=65535, identity=False)  # 0: a free port
+    pruner: str = "off"  # stop trials whose curve is behind: off | median | ...: PRUNERS
     pruner_percentile: float = _field(50.0, above=0.0, below=100.0)  # percentile pruner
     pruner_warmup_epochs: int = _field(1, min=0)  # epochs a trial always runs
     pruner_min_trials: int = _field(3, min=1)  # trials that reach an epoch before pruning at it
@@ -86,18 +85,18 @@ class TunerConfig:
 
 @dataclass
 class BudgetConfig:
-    max_trials: int = _field(10, min=1)  # keras-tuner trials per job (hyperband: its epochs)
+    max_trials: int = _field(10, min=1, identity=False)  # trials per job; raise it to extend
     epochs: int = _field(10, min=1)  # per trial (hyperband: max epochs of a trial)
     batch_size: int = _field(64, min=1)
     executions_per_trial: int = _field(1, min=1)
     patience: Optional[int] = _field(None, min=1)  # early stopping on val_accuracy; None: off
-    time_limit_s: Optional[float] = _field(None, above=0.0)  # no new trial starts after it
+    time_limit_s: Optional[float] = _field(None, above=0.0, identity=False)  # no new trial after
 
 
 @dataclass
 class TrackingConfig:
     uri: Optional[str] = None  # any MLflow URI; default sqlite:///<launch dir>/mlflow.db
-    log_model: bool = True  # log the best trial's model on the job's parent run
+    log_model: bool = _field(True, identity=False)  # log the best model on the job's run
 
 
 @dataclass
@@ -124,7 +123,7 @@ class VggsweepConfig:
     activation: Any = None  # a name (fixed) or a search spec
     seed: int = _field(0, min=0)
     experiment: str = "vggsweep"
-    verbose: int = _field(1, min=0, max=2)  # 0: job lines, 1: + trial and epoch lines, 2: + bar
+    verbose: int = _field(1, min=0, max=2, identity=False)  # 0: job lines, 1: + trials, 2: + bar
 
 
 def register() -> None:
@@ -132,6 +131,18 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="vggsweep_schema", node=VggsweepConfig)
+
+
+def identity_paths(schema: type = VggsweepConfig, prefix: tuple = ()) -> list[tuple[str, ...]]:
+    """The config paths marked `identity=False` (e.g. ("budget", "max_trials"))."""
+    paths = []
+    for item in dataclasses.fields(schema):
+        nested = item.default_factory() if callable(item.default_factory) else None
+        if dataclasses.is_dataclass(nested):
+            paths += identity_paths(type(nested), (*prefix, item.name))
+        elif item.metadata.get("identity") is False:
+            paths.append((*prefix, item.name))
+    return paths
 
 
 def check_ranges(cfg, schema: type = VggsweepConfig, prefix: str = "") -> None:
@@ -145,7 +156,7 @@ def check_ranges(cfg, schema: type = VggsweepConfig, prefix: str = "") -> None:
             continue
         if value is None or not item.metadata or isinstance(value, bool):
             continue
-        _check_limits(name, value, item.metadata)
+        _check_limits(name, value, {k: v for k, v in item.metadata.items() if k != "identity"})
 
 
 def _check_limits(name: str, value, limits: dict) -> None:

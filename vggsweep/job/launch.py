@@ -26,7 +26,7 @@ from vggsweep.errors import (
     ConfigError,
     one_line,
 )
-from vggsweep.job import task
+from vggsweep.job import plan, task
 from vggsweep.runtime import collector, files, interrupts, quiet
 from vggsweep.tracking import store
 
@@ -70,25 +70,14 @@ def job_configs(argv: list[str]) -> tuple[list, object, bool]:
 
 def prevalidate(argv: list[str]) -> Plan:
     """Checks every job of the sweep before any starts; raises ConfigError (one line)."""
-    from vggsweep import data
-
     jobs, first, multirun = job_configs(argv)
-    keys, targets, uris_checked, projects = set(), [], set(), {}
+    keys, targets, projects = set(), [], {}
     for cfg in jobs:
-        config.validate(cfg, geometry=False)
-        splits = data.load(cfg.data)  # cached: the in-process jobs reuse it
-        config.check_geometry(cfg, config.effective_image_size(cfg.data, splits.image_shape))
-        uri = store.resolve_uri(cfg.tracking.uri)
-        if uri not in uris_checked:
-            store.check_uri(uri)
-            uris_checked.add(uri)
-        key = task.job_key(cfg, uri)
-        if not cfg.tuner.fresh:
-            task.check_state_files(task.project_dir(cfg, key))
-        keys.add(key)
-        projects[key] = task.project_dir(cfg, key)
-        if (uri, cfg.experiment) not in targets:
-            targets.append((uri, cfg.experiment))
+        job_plan = plan.make(cfg)  # the same plan the job makes where it runs
+        keys.add(job_plan.key)
+        projects[job_plan.key] = job_plan.project
+        if (job_plan.uri, cfg.experiment) not in targets:
+            targets.append((job_plan.uri, cfg.experiment))
     explicit = any(o.split("=", 1)[0] in ("hydra.sweep.dir", "hydra.run.dir")
                    for o in _overrides(argv))
     return Plan(len(keys), multirun, _sweep_dir(first, multirun, explicit), targets,

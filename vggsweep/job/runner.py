@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from vggsweep import config
 from vggsweep.config import space
 from vggsweep.job import progress
 from vggsweep.runtime import accelerator
@@ -47,13 +48,6 @@ class JobInfo:
     sweep_dir: str | None = None
     index: int = 1
     total: int | None = None
-
-
-def container(cfg) -> dict:
-    """The config as plain Python (enums as their names), without Hydra's own node."""
-    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    plain.pop("hydra", None)
-    return plain
 
 
 @dataclass
@@ -148,7 +142,7 @@ class Job:
 
         path = self.project / JOB_FILE
         atomic_write_json(str(path), {
-            "config": container(self.cfg), "name": self.name, "key": self.key,
+            "config": config.container(self.cfg), "name": self.name, "key": self.key,
             "tracking_uri": self.uri, "parent_run_id": parent_run_id,
             "info": self.info.__dict__, "image_size": self.image_size,
         })

@@ -20,7 +20,7 @@ from vggsweep.models import blocks, cnn, mlp, vgg
 from vggsweep.models.blocks import POOLING
 
 __all__ = [
-    "FAMILIES", "POOLING", "Family", "ModelConfigError", "build_model", "builder_params",
+    "ACTIVATIONS", "FAMILIES", "POOLING", "Family", "ModelConfigError", "build_model", "builder_params",
     "check_geometry", "check_space", "defaults", "resolve",
 ]
 
@@ -40,6 +40,11 @@ FAMILIES: dict[str, Family] = {
     "vgg": Family(vgg.build_vgg, vgg.plan),
     "mlp": Family(mlp.build_mlp, mlp.plan),
 }
+#: The activations every family takes (a name Keras knows).
+ACTIVATIONS = (
+    "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "silu", "swish", "leaky_relu", "softplus",
+    "mish",
+)
 #: Builder arguments that come from the data, not from the model config.
 CONTEXT_ARGS = ("input_shape", "num_classes", "image_size")
 _SCALARS = (int, float, bool, str)
