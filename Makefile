@@ -10,7 +10,7 @@ PORT   ?= 5000
 PIP    := PYTHONWARNINGS='ignore:::setuptools.command.editable_wheel' $(PY) -m pip install -q \
           --disable-pip-version-check
 
-.PHONY: help install demo test test-all ui server sweep leaderboard bench clean
+.PHONY: help install demo lint test test-fast test-all ui server sweep leaderboard bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ help:  ## list the targets
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e '.[test,server]'
+	$(PIP) -e '.[test,server,lint]'
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install vggsweep with its dependencies
@@ -26,8 +26,15 @@ install: $(VENV)/.installed  ## create .venv and install vggsweep with its depen
 demo: install  ## a small real multirun on the bundled digits (offline, about 2 minutes)
 	$(PY) -m vggsweep -m model=cnn,mlp activation=relu,tanh data=digits budget=demo experiment=demo
 
+lint: install  ## ruff, and the layers of vggsweep/ checked by import-linter (pyproject.toml)
+	$(VENV)/bin/ruff check vggsweep tests bench
+	$(VENV)/bin/lint-imports
+
 test: install  ## the test suite (under 10 minutes on 2 cores: two pytest workers)
 	$(PY) -m pytest -q -n 2 --dist loadscope
+
+test-fast: install  ## the inner loop: the suite without its subprocess and slow tests
+	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow and not subprocess"
 
 test-all: install  ## the test suite including slow tests (real MNIST)
 	$(PY) -m pytest -q -n 2 --dist loadscope -m "slow or not slow"

@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from vggsweep import (
     config,
-    summary,  # noqa: E402
+    summary,
 )
 from vggsweep.config import space
-from vggsweep.errors import ConfigError  # noqa: E402
-from vggsweep.job import checks  # noqa: E402
+from vggsweep.errors import ConfigError
+from vggsweep.job import checks
 
 
 def parse_args(argv=None):

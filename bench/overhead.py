@@ -112,7 +112,8 @@ LABELS = {"plain": "plain Keras (NumPy arrays to fit)",
 
 
 def report(rows: list[dict]) -> None:
-    median = (lambda key: statistics.median(r[key] for r in rows))
+    def median(key):
+        return (statistics.median(r[key] for r in rows))
     baselines = [name for name in ("plain", "repeated") if f"{name}_wall" in rows[0]]
     print(f"\nmedians of {len(rows)} interleaved rounds (2 CPU cores, TensorFlow backend); "
           "ratio = median of the rounds' vggsweep / baseline:")

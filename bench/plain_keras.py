@@ -42,7 +42,8 @@ def load(folder: Path, train_samples: int, val_fraction: float):
     pool = np.sort(pool)
     train, val = train_test_split(pool, test_size=val_fraction, stratify=y[pool],
                                   random_state=0)
-    scale = (lambda images: (images.astype(np.float32) / 255.0)[..., None])
+    def scale(images):
+        return ((images.astype(np.float32) / 255.0)[..., None])
     return (scale(x[train]), y[train]), (scale(x[val]), y[val]), (scale(x_test), y_test)
 
 

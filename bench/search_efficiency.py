@@ -90,7 +90,8 @@ def spread(values: list[float], digits: int = 1) -> str:
     """Median [min-max]; a search that never reached the target counts as infinitely slow."""
     if not values:
         return "n/a"
-    shown = (lambda v: "never" if math.isinf(v) else f"{v:.{digits}f}")
+    def shown(v):
+        return ("never" if math.isinf(v) else f"{v:.{digits}f}")
     return f"{shown(statistics.median(values))} [{shown(min(values))}-{shown(max(values))}]"
 
 

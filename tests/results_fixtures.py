@@ -127,8 +127,9 @@ def _record_cnn(client, eid, recorded: RecordedSweep) -> None:
         _final(0.98, 0.976, 30.0, 250000, history), start_ms=20_000)
     recorded.trials["cnn/02"] = _trial(client, eid, parent, {**tags, "vggsweep.trial_id": "02"},
         dict(p, learning_rate=0.5), "FAILED", reason="NaN loss at epoch 1", start_ms=30_000)
-    recorded.trials["cnn/03-killed"] = _trial(client, eid, parent, {**tags, "vggsweep.trial_id": "03"},
-        dict(p, filters=16), "KILLED", [0.5], start_ms=40_000)
+    recorded.trials["cnn/03-killed"] = _trial(
+        client, eid, parent, {**tags, "vggsweep.trial_id": "03"}, dict(p, filters=16), "KILLED",
+        [0.5], start_ms=40_000)
     history = [0.96, 0.975, 0.97]
     recorded.trials["cnn/03"] = _trial(client, eid, parent, {**tags, "vggsweep.trial_id": "03"},
         dict(p, filters=16), "FINISHED", history, _final(0.975, 0.97, 8.0, 40000, history),
@@ -150,7 +151,8 @@ def _record_mlp(client, eid, recorded: RecordedSweep) -> None:
         recorded.trials[f"mlp/{trial_id}"] = _trial(
             client, eid, parent, {**tags, "vggsweep.trial_id": trial_id},
             dict(MLP_PARAMS, activation="tanh", dense_units=units, l2=10.0 ** -(index + 4)),
-            "FINISHED", history, _final(val, val - 0.002, seconds, 784 * units + units * 10, history),
+            "FINISHED", history,
+            _final(val, val - 0.002, seconds, 784 * units + units * 10, history),
             start_ms=70_000 + index * 10_000,
         )
     client.set_terminated(parent.info.run_id, "FINISHED")
@@ -167,7 +169,8 @@ def _record_vgg(client, eid, recorded: RecordedSweep) -> None:
         recorded.trials[f"vgg16/{trial_id}"] = _trial(
             client, eid, parent, {**tags, "vggsweep.trial_id": trial_id},
             dict(VGG_PARAMS, activation=activation), "FINISHED", history,
-            _final(val, val - 0.005, seconds, 1_000_000, history), start_ms=200_000 + index * 10_000,
+            _final(val, val - 0.005, seconds, 1_000_000, history),
+            start_ms=200_000 + index * 10_000,
         )
     client.set_terminated(parent.info.run_id, "FINISHED")
     recorded.parents["vgg16"] = parent.info.run_id

@@ -6,6 +6,10 @@ import gc
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.subprocess  # every test here starts processes
+
 
 def test_paused_restores_the_collector_and_settle_freezes_once():
     script = """

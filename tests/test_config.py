@@ -96,6 +96,7 @@ def test_bad_input_is_one_line(overrides, expected):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "args",
     [["model=vgg17"], ["activation=rleu"], ["seed=abc"], ["data=mnist", "data.path=/nonexistent"],
@@ -112,6 +113,7 @@ def test_cli_bad_input_exits_non_zero_with_one_line_and_creates_nothing(args, tm
     assert time.perf_counter() - started < 20  # no TensorFlow import on this path
 
 
+@pytest.mark.subprocess
 def test_help_and_cfg_are_instant_and_do_not_import_tensorflow(tmp_path):
     for flag in (["--help"], ["--cfg", "job"]):
         started = time.perf_counter()
@@ -135,6 +137,7 @@ def test_installed_package_finds_its_configs():
     assert (config.CONF_DIR / "config.yaml").is_file()
 
 
+@pytest.mark.subprocess
 def test_a_regular_install_finds_its_configs_from_another_directory(tmp_path):
     import zipfile
 

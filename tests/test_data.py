@@ -33,8 +33,9 @@ def _fake_mnist(directory, compress, n_train=300, n_test=100):
 
 
 def _cfg(**overrides):
-    base = {"source": "mnist", "name": None, "path": None, "image_size": None, "train_samples": None,
-            "test_samples": None, "val_fraction": 0.1, "split_seed": 0, "download": False}
+    base = {"source": "mnist", "name": None, "path": None, "image_size": None,
+            "train_samples": None, "test_samples": None, "val_fraction": 0.1, "split_seed": 0,
+            "download": False}
     return OmegaConf.create({**base, **overrides})
 
 

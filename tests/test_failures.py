@@ -4,13 +4,13 @@ completed trial fails with '0/N trials completed' while the other jobs of the mu
 import mlflow
 import pytest
 from conftest import run_cli
+from helpers import SMALL_DATA, TINY
 
 from vggsweep import config
 from vggsweep.job import task
 from vggsweep.models import training
 
-TINY = ["model=mlp", "activation=relu", "data=digits", "budget=smoke", "data.train_samples=100",
-        "data.test_samples=50", "model.hidden_units=32", "model.hidden_layers=1"]
+JOB = [*TINY, *SMALL_DATA, "model.hidden_units=32", "verbose=1"]
 
 
 def _children(home, experiment, status=None):
@@ -31,7 +31,7 @@ def test_a_raising_trial_is_failed_with_its_reason_and_the_search_goes_on(isolat
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(training, "fit", flaky_fit)
-    cfg = config.compose([*TINY, "experiment=flaky", "budget.max_trials=2"])
+    cfg = config.compose([*JOB, "experiment=flaky", "budget.max_trials=2"])
     result = task.run_job(cfg)
     assert result.status == "completed" and (result.completed, result.failed) == (1, 1)
     [failed] = _children(isolated, "flaky", "FAILED")
@@ -39,8 +39,9 @@ def test_a_raising_trial_is_failed_with_its_reason_and_the_search_goes_on(isolat
     assert len(_children(isolated, "flaky", "FINISHED")) == 1
 
 
+@pytest.mark.subprocess
 def test_a_diverging_job_fails_while_the_other_jobs_run(isolated):
-    result = run_cli(["-m", *TINY, "experiment=diverge", "optimizer=sgd",
+    result = run_cli(["-m", *JOB, "experiment=diverge", "optimizer=sgd",
                       "optimizer.learning_rate=1e12,0.05"], isolated, timeout=300)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "0/2 trials completed" in result.stderr
@@ -66,7 +67,7 @@ def test_every_run_ends_even_when_the_job_raises(isolated, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(training, "fit", broken)
-    cfg = config.compose([*TINY, "experiment=interrupted"])
+    cfg = config.compose([*JOB, "experiment=interrupted"])
     with pytest.raises(KeyboardInterrupt):
         task.run_job(cfg)
     client = mlflow.MlflowClient(f"sqlite:///{isolated / 'mlflow.db'}")

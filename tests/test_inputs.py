@@ -42,6 +42,7 @@ def _refused(args: list[str], home: Path, module: str = "vggsweep") -> str:
     return lines[0]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(("args", "said"), [
     (["model=mlp", "model.dropout={min:0.1,max:0.5,step:0}"], "step must be a number > 0"),
     (["model=mlp", "model.dropout={min:0.1,max:0.5,step:-0.1}"], "step must be a number > 0"),
@@ -54,6 +55,7 @@ def test_the_inputs_a_new_user_tried_are_refused_in_one_line(args, said, tmp_pat
     assert said in line, line
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(("arrays", "said"), [
     ({"y_train": np.r_[-1, np.arange(59) % 3]}, "holds the label -1"),
     ({"x_train": np.zeros((60, 144), np.uint8)}, "images must be (n, H, W)"),
@@ -68,6 +70,7 @@ def test_bad_data_is_refused_before_any_run(arrays, said, tmp_path):
     assert said in line and str(path) in line, line
 
 
+@pytest.mark.subprocess
 def test_a_truncated_npz_is_named(tmp_path):
     path = _npz(tmp_path / "cut.npz")
     path.write_bytes(path.read_bytes()[:300])
@@ -75,6 +78,7 @@ def test_a_truncated_npz_is_named(tmp_path):
     assert f"{path} is not a readable .npz" in line
 
 
+@pytest.mark.subprocess
 def test_confidence_needs_two_seeds(tmp_path):
     line = _refused(["--experiment", "x", "--seeds", "1"], tmp_path,
                     module="vggsweep.confidence")
@@ -102,6 +106,7 @@ def test_every_config_value_is_range_checked(overrides, said):
     assert said in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.subprocess
 def test_any_dataset_by_name_shows_its_name_everywhere(tmp_path):
     """Three-channel 16x16 images of three classes: the models adapt, the name is recorded."""
     rng = np.random.default_rng(1)

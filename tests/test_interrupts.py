@@ -119,7 +119,7 @@ def test_sigterm_while_a_query_is_open_still_ends_every_run_killed(tmp_path, ins
     tracker = writer.JobTracker(uri, "interrupts", "key", {})
     armed = []
 
-    def interrupt_once(conn, cursor, statement, *_):  # noqa: ARG001 - SQLAlchemy's signature
+    def interrupt_once(conn, cursor, statement, *_):
         if armed and statement.lstrip().upper().startswith("SELECT"):
             armed.pop()
             _signal_self()

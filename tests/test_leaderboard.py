@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # finds results_fixtures in any import mode
-from results_fixtures import EXPERIMENT, SWEEP_A, record_sweep  # noqa: E402
+from results_fixtures import EXPERIMENT, SWEEP_A, record_sweep
 
-from vggsweep.errors import ResultsError  # noqa: E402
-from vggsweep.leaderboard import group_best, main  # noqa: E402
-from vggsweep.outputs import leaderboard  # noqa: E402
+from vggsweep.errors import ResultsError
+from vggsweep.leaderboard import group_best, main
+from vggsweep.outputs import leaderboard
 from vggsweep.tracking import results
-from vggsweep.tracking.results import load_trials  # noqa: E402
+from vggsweep.tracking.results import load_trials
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HYPERPARAMETERS = [
@@ -68,7 +68,8 @@ def test_params_come_back_with_their_types(sweep, trials):
     cnn = _row(trials, sweep.trials["cnn/01"])
     assert cnn["filters"] == 64 and isinstance(cnn["filters"], int | np.integer)
     assert bool(cnn["batch_norm"]) is True and cnn["learning_rate"] == pytest.approx(1e-3)
-    assert cnn["job"] == "model=cnn activation=relu" and cnn["parent_run_id"] == sweep.parents["cnn"]
+    assert cnn["job"] == "model=cnn activation=relu"
+    assert cnn["parent_run_id"] == sweep.parents["cnn"]
     mlp = _row(trials, sweep.trials["mlp/02"])
     assert pd.isna(mlp["filters"]) and mlp["l2"] == pytest.approx(1e-6)
 
@@ -108,7 +109,8 @@ def test_failure_reasons_and_interrupted_trials(sweep, trials):
 
 
 def test_optimizer_params_only_on_request(sweep):
-    with_optimizer = load_trials(sweep.tracking_uri, sweep.experiment, include_optimizer_params=True)
+    with_optimizer = load_trials(sweep.tracking_uri, sweep.experiment,
+                                 include_optimizer_params=True)
     assert {"optimizer_name", "optimizer_learning_rate"} <= set(with_optimizer.columns)
 
 
@@ -223,7 +225,8 @@ def test_format_console_rounds_and_shortens(sweep, trials):
 
 
 def test_cli_prints_the_top_rows(sweep, capsys):
-    assert main(["--experiment", EXPERIMENT, "--tracking-uri", sweep.tracking_uri, "--top", "3"]) == 0
+    assert main(["--experiment", EXPERIMENT, "--tracking-uri", sweep.tracking_uri,
+                 "--top", "3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 + 3 and lines[2].split()[:3] == ["1", "vgg16", "relu"]
 
@@ -296,6 +299,7 @@ def _run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.subprocess
 def test_import_is_light():
     result = _run_python(
         "import sys, vggsweep.leaderboard\n"
@@ -306,6 +310,7 @@ def test_import_is_light():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.subprocess
 def test_cli_subprocess_reads_mlflow_without_tensorflow(sweep):
     result = _run_python(
         "import sys\nfrom vggsweep.leaderboard import main\n"
@@ -317,6 +322,7 @@ def test_cli_subprocess_reads_mlflow_without_tensorflow(sweep):
     assert "HEAVY []" in result.stdout and len(result.stdout.strip().splitlines()) == 2 + 10 + 1
 
 
+@pytest.mark.subprocess
 def test_cli_subprocess_default_store_missing(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "vggsweep.leaderboard", "--experiment", EXPERIMENT],

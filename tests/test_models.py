@@ -38,6 +38,7 @@ def block_outputs(model) -> dict:
     return shapes
 
 
+@pytest.mark.subprocess
 def test_package_imports_without_keras():
     code = ("import sys, vggsweep.models; "
             "assert not {'keras', 'tensorflow'} & set(sys.modules), sorted(sys.modules)")

@@ -26,6 +26,8 @@ import pytest
 
 from vggsweep.tracking import store
 
+pytestmark = pytest.mark.subprocess  # every test here starts processes
+
 ROLE, JOB_KEY, TRIAL_ID, PARENT = store.ROLE, store.JOB_KEY, store.TRIAL_ID, store.PARENT
 FAILURE_REASON = store.FAILURE_REASON
 TIMEOUT_S = 300

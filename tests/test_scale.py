@@ -20,6 +20,8 @@ from conftest import cli_env, run_cli
 
 from vggsweep.tracking import store
 
+pytestmark = pytest.mark.subprocess  # every test here starts processes
+
 TINY = ["data=digits", "budget=smoke", "data.train_samples=120", "data.test_samples=60",
         "tracking.log_model=false"]
 MLP = ["model=mlp", "activation=relu", "model.hidden_layers=1", "model.hidden_units=32"]

@@ -31,8 +31,9 @@ def _postgres_missing() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_postgres_missing() is not None,
-                                reason=f"needs PostgreSQL: {_postgres_missing()}")
+pytestmark = [pytest.mark.subprocess,  # every test here starts processes
+              pytest.mark.skipif(_postgres_missing() is not None,
+                                 reason=f"needs PostgreSQL: {_postgres_missing()}")]
 
 
 def _free_port() -> int:

@@ -112,6 +112,7 @@ def _run_study(home: Path, name: str) -> subprocess.CompletedProcess:
                           cwd=home, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", STUDIES)
 def test_study_runs_under_smoke_budget(name, tmp_path):
     import mlflow

@@ -42,6 +42,7 @@ def test_bad_input_exits_2_with_one_line(overrides, fragment, capsys):
     assert captured.err.count("\n") == 1 and fragment in captured.err
 
 
+@pytest.mark.subprocess
 def test_cli_unknown_model_is_one_line_and_exit_2():
     result = run_cli("model=vgg17")
     assert result.returncode == 2
@@ -50,6 +51,7 @@ def test_cli_unknown_model_is_one_line_and_exit_2():
     assert result.stdout == ""
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow  # a subprocess that imports TensorFlow and builds a 134M-parameter model
 def test_cli_prints_s2s_vgg16_parameter_count():
     result = run_cli("model=vgg16", "data.image_size=224", "model.batch_norm=false")

@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_fixtures import EXPERIMENT, record_sweep  # noqa: E402
+from results_fixtures import EXPERIMENT, record_sweep
 
-from vggsweep.tracking import store, ui  # noqa: E402
+from vggsweep.tracking import store, ui
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(n)), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None,
-                                reason="needs headless Chromium: apt-get install chromium")
+pytestmark = [pytest.mark.subprocess,  # every test here starts processes
+              pytest.mark.skipif(CHROMIUM is None,
+                                 reason="needs headless Chromium: apt-get install chromium")]
 
 
 def _free_port() -> int:

@@ -63,7 +63,7 @@ def run(main_body: Callable[[argparse.Namespace], int], argv: Sequence[str] | No
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as error:  # noqa: BLE001 - MLflow's errors about the store, one line
+    except Exception as error:
         if type(error).__name__ != "MlflowException":
             raise
         print(f"error: {str(error).strip().splitlines()[0]}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
     python -m vggsweep.report --sweep-dir multirun/2025-01-01/12-00-00 --experiment mnist
 
-The page itself is `vggsweep.outputs.page`; what goes into it is read back by `vggsweep.outputs.sweep`.
+The page itself is `vggsweep.outputs.page`; what goes into it is read back by
+`vggsweep.outputs.sweep`.
 """
 
 from __future__ import annotations

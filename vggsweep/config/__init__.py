@@ -132,8 +132,9 @@ def explain_composition_error(error: BaseException, overrides: list[str] = ()) -
                 valid = group_options(group) if group in GROUPS else (cause.options or [])
                 return f"{group}={option} is not a known {group}; valid options: {', '.join(valid)}"
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    unknown = re.search(r"(?:Could not override|Could not delete from config\.) '([\w.]+)'", first) \
-        or re.search(r"'([\w.]+)' does not exist", first)
+    unknown = (re.search(r"(?:Could not override|Could not delete from config\.) '([\w.]+)'",
+                         first)
+               or re.search(r"'([\w.]+)' does not exist", first))
     if unknown:
         key = unknown.group(1)
         return f"{key} is not a known key; valid: {', '.join(_valid_keys(key, overrides))}"
@@ -143,7 +144,8 @@ def explain_composition_error(error: BaseException, overrides: list[str] = ()) -
 
     if isinstance(error, OverrideParseException):
         return f"cannot parse the overrides {' '.join(overrides)}: {first}"
-    reason = next((ln for ln in lines if "could not be converted" in ln), lines[-1] if lines else first)
+    reason = next((ln for ln in lines if "could not be converted" in ln),
+                  lines[-1] if lines else first)
     head = re.match(r"Error merging override (\S+)", first)
     return f"{head.group(1)}: {reason}" if head else reason
 

@@ -14,8 +14,8 @@ search (the model summary, keras-tuner's first trial).
 Hydra merges a dict given on the command line (or in a study) into the dict it overrides, so a
 `{choice: [...]}` given over a `{min, max}` spec arrives with both. `normalize` keeps the kind
 given last (OmegaConf keeps key order and appends new keys) and drops a `default` that the new
-spec cannot produce: a spec given later replaces the earlier one, as a user expects. This module imports neither keras nor
-keras-tuner at import time, so validation stays instant.
+spec cannot produce: a spec given later replaces the earlier one, as a user expects. This module
+imports neither keras nor keras-tuner at import time, so validation stays instant.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def check_spec(name: str, spec: Mapping) -> dict:
         if not isinstance(choices, list) or not choices:
             raise SpecError(f"{name}: 'choice' needs a non-empty list, got {choices!r}")
         if not all(isinstance(c, SCALAR_TYPES) for c in choices):
-            raise SpecError(f"{name}: choices must be numbers, strings or booleans, got {choices!r}")
+            raise SpecError(f"{name}: choices must be numbers, strings or booleans, "
+                            f"got {choices!r}")
         if len({type(c) for c in choices} - {int, float}) > 1 or (
             any(isinstance(c, (str, bool)) for c in choices)
             and len({type(c) for c in choices}) > 1

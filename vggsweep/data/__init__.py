@@ -260,7 +260,8 @@ def check_arrays(arrays: tuple, where: str) -> tuple:
     if classes < MIN_CLASSES or len(np.unique(labels[0])) < MIN_CLASSES:
         raise DataError(f"{where}: the training labels hold {len(np.unique(labels[0]))} class(es);"
                         f" at least {MIN_CLASSES} are needed")
-    shape4 = (lambda x: x if x.ndim == 4 else x[..., np.newaxis])
+    def shape4(x):
+        return (x if x.ndim == 4 else x[..., np.newaxis])
     return shape4(x_train), labels[0], shape4(x_test), labels[1]
 
 

@@ -95,7 +95,8 @@ def _check_activation(activation: Any) -> None:
             raise ConfigError("activation: a search spec for activation needs `choice: [...]`")
     for name in names if isinstance(names, list) else [names]:
         if name not in models.ACTIVATIONS:
-            raise ConfigError(f"activation={name!r} is not valid; valid: {', '.join(models.ACTIVATIONS)}")
+            raise ConfigError(f"activation={name!r} is not valid; valid: "
+                              f"{', '.join(models.ACTIVATIONS)}")
 
 
 def _check_params(section: str, params: dict, accepted: dict, exclude: tuple = ()) -> None:

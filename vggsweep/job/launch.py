@@ -27,7 +27,7 @@ from vggsweep.errors import (
     one_line,
 )
 from vggsweep.job import plan, task
-from vggsweep.runtime import collector, files, interrupts, quiet
+from vggsweep.runtime import collector, files, internals, interrupts, quiet
 from vggsweep.tracking import store
 
 
@@ -219,10 +219,8 @@ def _stop_joblib_workers() -> None:
     pools = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(pools, "_executor", None)
     if executor is not None:
-        import multiprocessing.util
-
         getattr(executor, "terminate", executor.shutdown)(kill_workers=True)
-        multiprocessing.util._exit_function()  # noqa: SLF001 - its semaphores, as at exit
+        internals.run_multiprocessing_exit_hooks()  # its semaphores, as at exit
 
 
 def _run_hydra(argv: list[str]) -> int:

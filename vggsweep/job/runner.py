@@ -76,10 +76,12 @@ class Job:
             store.OVERRIDES: self.info.overrides, store.SWEEP_DIR: self.info.sweep_dir or "",
         }
 
-    def tracker(self):
+    def tracker(self, worker: str | None = None):
+        """The job's MLflow writer (a worker's runs are tagged with its name)."""
         from vggsweep.tracking.writer import JobTracker
 
-        tracker = JobTracker(self.uri, self.cfg.experiment, self.key, self.tags())
+        tags = {**self.tags(), **({store.WORKER: worker} if worker else {})}
+        tracker = JobTracker(self.uri, self.cfg.experiment, self.key, tags)
         if self.parent_run_id:
             tracker.attach(self.parent_run_id)
         return tracker
@@ -92,7 +94,7 @@ class Job:
                                  self.cfg.budget.max_trials if counts else None,
                                  verbose=self.cfg.verbose, worker=worker)
 
-    def context(self, tracker, report):
+    def context(self, tracker, report, worker: str | None = None):
         from vggsweep.search import tuning
 
         cfg, splits = self.cfg, self.splits
@@ -106,15 +108,15 @@ class Job:
                           "batch_scale": accelerator.batch_scale(cfg.accelerator),
                           "optimizer": cfg.optimizer.name, **splits.sizes()},
             trial_tags={"model": self.info.model_name or cfg.model.family,
-                        "family": cfg.model.family, "data": splits.name},
+                        "family": cfg.model.family, "data": splits.name,
+                        **({store.WORKER: worker} if worker else {})},
             compile_options=accelerator.compile_options(cfg.accelerator),
             accelerator=cfg.accelerator,
         )
 
-    def tuner(self, tracker, report):
+    def tuner(self, tracker, report, worker: str | None = None):
         """The job's keras-tuner tuner over its project (a worker's, when the env says so)."""
-        from vggsweep.models import training
-        from vggsweep.search import oracles, pruning, tuning
+        from vggsweep.search import oracles, trialspace, tuners, tuning
 
         cfg = self.cfg
         model_cfg, optimizer_cfg, activation = cfg.model, cfg.optimizer, cfg.activation
@@ -123,18 +125,19 @@ class Job:
             model_cfg = space.with_defaults(model_cfg, enqueue[0])
             optimizer_cfg = space.with_defaults(optimizer_cfg, enqueue[0])
             activation = space.with_defaults({"activation": activation}, enqueue[0])["activation"]
-        hypermodel = tuning.SweepHyperModel(
+        trial_space = trialspace.TrialSpace(
             model_cfg, optimizer_cfg, activation, input_shape=self.splits.image_shape,
-            num_classes=self.splits.num_classes, image_size=self.image_size,
-            epochs=cfg.budget.epochs,
-            steps_per_epoch=training.steps_per_epoch(self.splits, cfg.budget.batch_size))
+            num_classes=self.splits.num_classes, image_size=self.image_size)
+        deadline = (time.monotonic() + cfg.budget.time_limit_s if cfg.budget.time_limit_s
+                    else None)
         oracle = oracles.make_oracle(cfg.tuner, cfg.budget, cfg.seed,
-                                     pruner=pruning.make_pruner(cfg.tuner), enqueue=enqueue)
-        if cfg.budget.time_limit_s:
-            oracle.deadline = time.monotonic() + cfg.budget.time_limit_s
+                                     pruner=tuners.make_pruner(cfg.tuner), enqueue=enqueue,
+                                     deadline=deadline)
         with contextlib.redirect_stdout(io.StringIO()):  # keras-tuner's "Reloading Tuner from"
-            return tuning.make_tuner(self.context(tracker, report), hypermodel, oracle,
-                                     self.project, cfg.budget.executions_per_trial)
+            return tuning.SweepTuner(oracle, trial_space,
+                                     job=self.context(tracker, report, worker),
+                                     project_dir=self.project,
+                                     executions_per_trial=cfg.budget.executions_per_trial)
 
     def save(self, parent_run_id: str) -> Path:
         """Writes what a worker needs to join this job (`job.json` in the project)."""
@@ -182,10 +185,10 @@ def run(job: Job, tracker, started: float) -> JobResult:
     else:
         tuner.search(job.splits, verbose=0)  # keras-tuner's own display off: Progress prints
     tuner.prune_checkpoints()
-    return summarize(job, tracker, report, tuner.best_model_path(), started)
+    return summarize(job, tracker, report, started)
 
 
-def summarize(job: Job, tracker, report, best_model: Path | None, started: float) -> JobResult:
+def summarize(job: Job, tracker, report, started: float) -> JobResult:
     """Counts, best trial and best model of the job, recorded on its parent run."""
     counts = tracker.trial_counts()
     completed, failed = counts["FINISHED"], counts["FAILED"]
@@ -209,8 +212,9 @@ def summarize(job: Job, tracker, report, best_model: Path | None, started: float
         tracker.fail_parent(reason)
         report.note(f"FAILED: {reason}")
         return JobResult(job.name, "failed", reason, tracker.parent_id, completed, failed)
-    if job.cfg.tracking.log_model and best_model is not None:
-        log_best_model(tracker, best_model, job.splits, best)
+    kept = Path(best.data.tags.get(store.KEPT_MODEL, "")) if best is not None else None
+    if job.cfg.tracking.log_model and kept is not None and kept.is_file():
+        log_best_model(tracker, kept, job.splits, best)
     return JobResult(job.name, "completed", "", tracker.parent_id, completed, failed,
                      *best_pair)
 
@@ -223,13 +227,14 @@ def log_best_model(tracker, path: Path, splits, best_run) -> None:
     from vggsweep.models import training
     from vggsweep.outputs import plots
     from vggsweep.runtime import accelerator
+    from vggsweep.search import tuning
 
     model = accelerator.keras_module().saving.load_model(path, safe_mode=True)
     step = int(best_run.data.metrics.get("best_epoch", 1)) - 1 if best_run else 0
     metrics = {k: v for k, v in best_run.data.metrics.items()
                if k.startswith("test_") or k in ("val_accuracy_kept", "param_count")}
     tracker.log_model(model, splits.x_test[:2], step=max(step, 0), metrics=metrics)
-    saved = path.parent / "best_test_predictions.npy"  # the kept trial measured them
+    saved = tuning.predictions_path(path)  # the kept trial measured them
     predicted = np.load(saved) if saved.is_file() else None
     if predicted is None or len(predicted) != len(splits.y_test):
         _, predicted = training.evaluate(model, splits.x_test, splits.y_test, "test")

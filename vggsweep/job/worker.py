@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 
 from vggsweep.errors import ConfigError
-from vggsweep.tracking import store
 
 
 def join(args: argparse.Namespace) -> int:
@@ -44,10 +43,8 @@ def join(args: argparse.Namespace) -> int:
     accelerator.limit_memory(settings)  # before anything starts the GPU
     accelerator.apply(settings)
     job = runner.Job.load(project, args.tracking_uri)
-    tracker = job.tracker()
-    tracker.tags[store.WORKER] = args.worker_id
+    tracker = job.tracker(worker=args.worker_id)
     report = job.progress(worker=args.worker_id)
-    tuner = job.tuner(tracker, report)
-    tuner.job.trial_tags[store.WORKER] = args.worker_id
+    tuner = job.tuner(tracker, report, worker=args.worker_id)
     tuner.search(job.splits, verbose=0)
     return 0

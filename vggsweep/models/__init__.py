@@ -20,8 +20,8 @@ from vggsweep.models import blocks, cnn, mlp, vgg
 from vggsweep.models.blocks import POOLING
 
 __all__ = [
-    "ACTIVATIONS", "FAMILIES", "POOLING", "Family", "ModelConfigError", "build_model", "builder_params",
-    "check_geometry", "check_space", "defaults", "resolve",
+    "ACTIVATIONS", "FAMILIES", "POOLING", "Family", "ModelConfigError", "build_model",
+    "builder_params", "check_geometry", "check_space", "defaults", "resolve",
 ]
 
 

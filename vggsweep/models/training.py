@@ -1,7 +1,8 @@
 """Train one configuration: build, compile, fit, evaluate. The only training path there is.
 
 `train_one` serves the tuner's trials, `confidence`'s retraining and the benchmarks alike; it knows
-nothing of tuners or tracking (per-epoch work comes in through `on_epoch`). The model outputs
+nothing of tuners or tracking (per-epoch work comes in as Keras callbacks; one that stops the
+training says why in its `stopped_by` attribute). The model outputs
 logits divided by the softmax temperature; the loss is computed from them (`from_logits=True`),
 which is numerically stabler than a softmax followed by a log.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -69,22 +70,6 @@ def compile_model(model, optimizer_params: dict, steps: int | None = None,
     )
 
 
-class EpochHook(keras.callbacks.Callback):
-    """Hands each epoch's logs to `on_epoch(epoch, logs)`; a string answer stops the fit and
-    says why (e.g. "pruned at epoch 2"). Called once per epoch, never per batch."""
-
-    def __init__(self, on_epoch: Callable[[int, dict], str | None]):
-        super().__init__()
-        self.on_epoch = on_epoch
-        self.stopped_by: str | None = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        reason = self.on_epoch(epoch, dict(logs or {}))
-        if reason:
-            self.stopped_by = reason
-            self.model.stop_training = True
-
-
 class EpochLine(keras.callbacks.Callback):
     """Prints one line per epoch (verbose >= 1), readable in a terminal and in a CI log."""
 
@@ -116,7 +101,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _callbacks(epochs: int, patience: int | None, use_ema: bool, hook, verbose: int):
+def _callbacks(epochs: int, patience: int | None, use_ema: bool, extra: Sequence, verbose: int):
     callbacks = [StopOnNonFiniteLoss()]
     if use_ema:
         # Validation then sees the averaged weights, which are also the weights kept at the end.
@@ -129,25 +114,24 @@ def _callbacks(epochs: int, patience: int | None, use_ema: bool, hook, verbose: 
     )
     if verbose >= 1:
         callbacks.append(EpochLine(epochs))
-    return callbacks + ([hook] if hook is not None else [])
+    return callbacks + list(extra)
 
 
 def fit(model, splits, *, epochs: int, batch_size: int, patience: int | None = None,
-        initial_epoch: int = 0, use_ema: bool = False, on_epoch=None,
+        initial_epoch: int = 0, use_ema: bool = False, callbacks: Sequence = (),
         verbose: int = 0) -> FitResult:
     """Trains on the training split, validating every epoch; keeps the best epoch's weights.
 
     Raises:
         NonFiniteLoss: when the loss became NaN or infinite.
     """
-    hook = EpochHook(on_epoch) if on_epoch is not None else None
     start = time.perf_counter()
     history = model.fit(
         **pipelines.training_batches(splits.x_train, splits.y_train, batch_size,
                                        model.steps_per_execution),
         **pipelines.validation_batches(splits.x_val, splits.y_val, batch_size),
         epochs=epochs, initial_epoch=initial_epoch,
-        callbacks=_callbacks(epochs, patience, use_ema, hook, verbose),
+        callbacks=_callbacks(epochs, patience, use_ema, callbacks, verbose),
         verbose=2 if verbose >= 2 else 0,
     ).history
     train_time_s = time.perf_counter() - start
@@ -164,14 +148,15 @@ def fit(model, splits, *, epochs: int, batch_size: int, patience: int | None = N
         best_epoch=initial_epoch + int(np.argmax(val)) + 1,
         train_time_s=train_time_s,
         images_per_s=len(splits.y_train) * epochs_run / max(train_time_s, 1e-9),
-        stopped_by=hook.stopped_by if hook is not None else None,
+        stopped_by=next((c.stopped_by for c in callbacks if getattr(c, "stopped_by", None)),
+                        None),
     )
 
 
 def train_one(family: str, model_kwargs: dict, optimizer_kwargs: dict, splits, *,
               image_size: int, epochs: int, batch_size: int, seed: int,
               patience: int | None = None, initial_epoch: int = 0, weights: str | None = None,
-              on_epoch=None, evaluate_test: bool = True, verbose: int = 0,
+              callbacks: Sequence = (), evaluate_test: bool = True, verbose: int = 0,
               compile_options: dict | None = None) -> Trained:
     """Builds, compiles and trains one configuration; measures the kept model.
 
@@ -181,7 +166,8 @@ def train_one(family: str, model_kwargs: dict, optimizer_kwargs: dict, splits, *
         epochs: the last epoch to train to (counting from 0, so `initial_epoch` < `epochs`).
         seed: seeds Keras, NumPy and Python for the initial weights and the shuffling.
         weights: a checkpoint to start from (Hyperband's promoted trials).
-        on_epoch: per-epoch hook (`EpochHook`): tracking, pruning.
+        callbacks: Keras callbacks of the caller (per-epoch tracking, pruning); one that stops
+            the training sets `stopped_by` (why), which `FitResult.stopped_by` reports.
         evaluate_test: measure the test split once (selection never reads it).
         compile_options: `compile_model` keywords (XLA, steps per execution).
 
@@ -204,7 +190,7 @@ def train_one(family: str, model_kwargs: dict, optimizer_kwargs: dict, splits, *
             model.load_weights(weights)
     use_ema = bool(optimizer_kwargs.get("ema"))
     result = fit(model, splits, epochs=epochs, batch_size=batch_size, patience=patience,
-                 initial_epoch=initial_epoch, use_ema=use_ema, on_epoch=on_epoch,
+                 initial_epoch=initial_epoch, use_ema=use_ema, callbacks=callbacks,
                  verbose=verbose)
     if use_ema:  # the kept weights are the averaged ones: measure them
         val_accuracy = evaluate(model, splits.x_val, splits.y_val, "val")[0]["val_accuracy"]

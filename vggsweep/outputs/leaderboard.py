@@ -19,7 +19,6 @@ from typing import Any
 
 import pandas as pd
 
-from vggsweep import cli
 from vggsweep.tracking import results
 from vggsweep.errors import ResultsError
 from vggsweep.tracking.results import CONFIDENCE_COLUMNS, EXTRA_METRIC_COLUMNS, rank_trials

@@ -83,7 +83,7 @@ def _choose(value, gpu: bool, on: object, off: object):
 def compile_options(acc_cfg) -> dict:
     """`model.compile` options for this device: XLA and steps per execution."""
     gpu = on_gpu(acc_cfg)
-    get = (lambda key: acc_cfg.get(key)) if acc_cfg is not None else (lambda key: None)
+    get = acc_cfg.get if acc_cfg is not None else (lambda _key: None)
     jit = get("jit_compile")
     return {
         "jit_compile": "auto" if jit is None and not gpu else bool(_choose(jit, gpu, True, False)),

@@ -37,13 +37,12 @@ class Chief:
 
     def __init__(self, oracle, host: str, port: int = 0):
         import grpc
-        from keras_tuner.src import protos
-        from keras_tuner.src.distribute import oracle_chief
+
+        from vggsweep.search import internals
 
         self.oracle = oracle
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-        self.servicer = oracle_chief.OracleServicer(oracle)
-        protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
+        internals.oracle_servicer(oracle, self.server)
         self.port = self.server.add_insecure_port(f"{host}:{port}")
         self.address = f"{_connect_host(host)}:{self.port}"
         self.server.start()
@@ -58,10 +57,10 @@ class Chief:
 
     def done(self) -> bool:
         """True when every local worker has ended and no trial is still running."""
-        from keras_tuner.src.distribute.oracle_chief import exit_chief
+        from vggsweep.search import internals
 
-        return all(p.poll() is not None for p in self.workers.values()) and exit_chief(
-            self.oracle)
+        return all(p.poll() is not None for p in self.workers.values()) and (
+            internals.search_is_over(self.oracle))
 
     def stop(self, grace_s: float = 1.0) -> None:
         self.server.stop(grace_s).wait()
@@ -126,12 +125,12 @@ def _supervise(chief: Chief, job, envs: dict, report) -> None:
 
 
 def _fail_ongoing(oracle, worker_id: str, reason: str) -> None:
-    from keras_tuner.src.engine import trial as trial_module
+    from vggsweep.search import internals
 
     trial = oracle.ongoing_trials.get(worker_id)
     oracle.tuner_ids.discard(worker_id)
     if trial is not None:
-        trial.status = trial_module.TrialStatus.FAILED
+        trial.status = internals.FAILED
         trial.message = reason
         oracle.end_trial(trial)
 

@@ -8,7 +8,9 @@ job's trials are trained by several workers).
 - `deadline`: no new trial starts after it (at least one trial always runs);
 - `enqueue`: points evaluated first (warm start), in order, whatever the search strategy;
 - `pruner`: stops a trial whose validation accuracy is behind at an epoch (its `update_trial`
-  answers STOPPED, which the worker's per-epoch hook turns into the end of the fit).
+  answers STOPPED, which the trial's Keras callback turns into the end of the fit).
+Each is a constructor argument (`make_oracle` builds an oracle complete); keras-tuner's private
+hooks are reached through `vggsweep.search.internals` only.
 """
 
 from __future__ import annotations
@@ -17,32 +19,40 @@ import os
 import time
 
 import keras_tuner as kt
-from keras_tuner.src.engine import trial as trial_module
-from keras_tuner.src.engine.hyperparameters import hp_types
 
 from vggsweep.runtime.files import atomic_write_json
-from vggsweep.search import tuners
+from vggsweep.search import internals, tuners
+from vggsweep.search.internals import RUNNING, STOPPED
 
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
 #: With `tuner.cost`: validation accuracy minus `tuner.cost_weight` per decade of the cost.
 COST_OBJECTIVE = kt.Objective("cost_adjusted_accuracy", direction="max")
-RUNNING, STOPPED = trial_module.TrialStatus.RUNNING, trial_module.TrialStatus.STOPPED
-FINISHED_STATES = (trial_module.TrialStatus.COMPLETED, trial_module.TrialStatus.FAILED)
+FINISHED_STATES = (internals.COMPLETED, internals.FAILED)
 
 
-class SurvivingOracleMixin:
-    """Atomic state, deadline, warm start and pruning for any keras-tuner oracle."""
+class SurvivingOracleMixin(internals.OracleHooks):
+    """Atomic state, deadline, warm start and pruning for any keras-tuner oracle.
 
-    deadline: float | None = None  # time.monotonic() after which no new trial starts
-    pruner = None  # a `vggsweep.search.pruning` rule, or None
-    enqueue: list = []  # points (name -> value) evaluated first
-    _enqueue_index = 0
+    Args (keyword, beside the oracle's own):
+        pruner: a `vggsweep.search.pruning.Pruner`, or None.
+        enqueue: points (name -> value) evaluated first, completed with the space's defaults.
+        deadline: `time.monotonic()` after which no new trial starts; None: no limit.
+    """
+
+    def __init__(self, *args, pruner=None, enqueue=(), deadline: float | None = None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        internals.set_seed(self, kwargs.get("seed") or 0)
+        self.pruner = pruner
+        self.enqueue = [dict(point) for point in enqueue]
+        self.deadline = deadline
+        self._enqueue_index = 0
 
     def save(self):
-        atomic_write_json(self._get_oracle_fname(), self.get_state())
+        atomic_write_json(internals.oracle_file(self), self.get_state())
 
-    def _save_trial(self, trial):
-        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
+    def save_trial(self, trial):
+        path = os.path.join(internals.trial_dir(self, trial.trial_id), "trial.json")
         atomic_write_json(path, trial.get_state())
 
     @kt.synchronized
@@ -54,8 +64,8 @@ class SurvivingOracleMixin:
         super().reload()
         # An interrupted trial is retried; one that had finished (saved state lagging behind)
         # is not run again.
-        self._retry_queue = [t for t in self._retry_queue
-                             if self.trials[t].status not in FINISHED_STATES]
+        internals.set_retry_queue(self, [t for t in internals.retry_queue(self)
+                                         if self.trials[t].status not in FINISHED_STATES])
 
     def populate_space(self, trial_id):
         if self.deadline is not None and self.trials and time.monotonic() > self.deadline:
@@ -69,12 +79,13 @@ class SurvivingOracleMixin:
             self._enqueue_index += 1
             values = {hp.name: point.get(hp.name, hp.default)
                       for hp in self.hyperparameters.space}
-            if not self._duplicate(values):
+            if not internals.is_duplicate(self, values):
                 return values
         return None
 
-    def _random_values(self):
-        return self.next_enqueued() or super()._random_values()
+    def random_values(self):
+        """A random point (random search, Bayesian's first points): the warm starts first."""
+        return self.next_enqueued() or self.stock_random_values()
 
     @kt.synchronized
     def update_trial(self, trial_id, metrics, step=0):
@@ -148,15 +159,15 @@ class QuasiRandomOracle(SurvivingOracleMixin, kt.Oracle):
         if enqueued is not None:
             return {"status": RUNNING, "values": enqueued}
         space_ = self.hyperparameters.space
-        searched = [hp for hp in space_ if not isinstance(hp, hp_types.Fixed)]
-        fixed = {hp.name: hp.value for hp in space_ if isinstance(hp, hp_types.Fixed)}
+        searched = [hp for hp in space_ if not internals.is_fixed(hp)]
+        fixed = {hp.name: hp.value for hp in space_ if internals.is_fixed(hp)}
         for _ in range(1000):
             index = self._next_index
             self._next_index += 1
             point = self._points(len(searched), index)[index]
             values = dict(fixed)
             values.update({hp.name: hp.prob_to_value(float(u)) for hp, u in zip(searched, point)})
-            if not self._duplicate(values):
+            if not internals.is_duplicate(self, values):
                 return {"status": RUNNING, "values": values}
         return {"status": STOPPED, "values": None}
 
@@ -170,20 +181,17 @@ class QuasiRandomOracle(SurvivingOracleMixin, kt.Oracle):
         self._next_index = state.get("next_index", 0)
 
 
-def make_oracle(tuner_cfg, budget_cfg, seed: int, *, pruner=None, enqueue=()):
-    """The oracle named by `tuner.name`, seeded with `seed`; a failed trial never aborts the
-    search."""
+def make_oracle(tuner_cfg, budget_cfg, seed: int, *, pruner=None, enqueue=(),
+                deadline: float | None = None):
+    """The oracle named by `tuner.name`, built complete: seeded with `seed` (0 included), with
+    its pruner, warm starts and deadline; a failed trial never aborts the search."""
     entry = tuners.TUNERS[str(tuner_cfg.name)]
     oracle_class = tuners.resolve(entry.oracle)
     objective = COST_OBJECTIVE if tuner_cfg.get("cost") else OBJECTIVE
-    oracle = oracle_class(objective=objective, seed=seed,
-                          max_consecutive_failed_trials=_failure_budget(entry, budget_cfg),
-                          **entry.kwargs(tuner_cfg, budget_cfg))
-    # keras-tuner replaces a falsy seed (our default, 0) by a random one: set it back.
-    oracle.seed = oracle._seed_state = seed
-    oracle.pruner = pruner
-    oracle.enqueue = [dict(point) for point in enqueue]
-    return oracle
+    return oracle_class(objective=objective, seed=seed, pruner=pruner, enqueue=enqueue,
+                        deadline=deadline,
+                        max_consecutive_failed_trials=_failure_budget(entry, budget_cfg),
+                        **entry.kwargs(tuner_cfg, budget_cfg))
 
 
 def _failure_budget(entry, budget_cfg) -> int:

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Protocol
 
 import numpy as np
 
 METRIC = "val_accuracy"
+
+
+class Pruner(Protocol):
+    """A pruning rule: whether `trial` should stop after `epoch` (0-based), given every trial of
+    the job (keras-tuner trials: `trial_id` and per-epoch `metrics`)."""
+
+    def should_stop(self, trial, trials: Iterable, epoch: int) -> bool: ...
 
 
 def value_at(trial, epoch: int) -> float | None:
@@ -92,18 +100,19 @@ class SuccessiveHalvingPruner:
         return mine < competing[keep - 1]
 
 
-def make_pruner(tuner_cfg):
-    """The pruner `tuner.pruner` names, configured from the tuner section; None for off."""
-    from vggsweep.search import tuners
+def median(tuner_cfg) -> PercentilePruner:
+    """`tuner.pruner=median`: below the median of the other trials at the same epoch."""
+    return PercentilePruner(50.0, tuner_cfg.pruner_warmup_epochs, tuner_cfg.pruner_min_trials)
 
-    path = tuners.PRUNERS[str(tuner_cfg.pruner)]
-    if path is None:
-        return None
-    rule = tuners.resolve(path)
-    if rule is SuccessiveHalvingPruner:
-        return rule(reduction_factor=tuner_cfg.factor,
-                    min_epochs=max(1, tuner_cfg.pruner_warmup_epochs),
-                    min_trials=tuner_cfg.pruner_min_trials)
-    percentile = 50.0 if str(tuner_cfg.pruner) == "median" else tuner_cfg.pruner_percentile
-    return rule(percentile=percentile, warmup_epochs=tuner_cfg.pruner_warmup_epochs,
-                min_trials=tuner_cfg.pruner_min_trials)
+
+def percentile(tuner_cfg) -> PercentilePruner:
+    """`tuner.pruner=percentile`: below `tuner.pruner_percentile` of the others."""
+    return PercentilePruner(tuner_cfg.pruner_percentile, tuner_cfg.pruner_warmup_epochs,
+                            tuner_cfg.pruner_min_trials)
+
+
+def asha(tuner_cfg) -> SuccessiveHalvingPruner:
+    """`tuner.pruner=asha`: asynchronous successive halving, rungs every `tuner.factor`x."""
+    return SuccessiveHalvingPruner(reduction_factor=tuner_cfg.factor,
+                                   min_epochs=max(1, tuner_cfg.pruner_warmup_epochs),
+                                   min_trials=tuner_cfg.pruner_min_trials)

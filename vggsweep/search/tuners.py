@@ -1,8 +1,10 @@
 """The tuners and pruners: one registry each, name -> implementation.
 
-Validation, `--help` and the schema read the names; a job builds the oracle. The oracle classes
-live in `vggsweep.search.oracles` (which imports keras-tuner) and are imported only when a job builds
-one, so that validation stays instant. To add a tuner: an oracle class there, an entry here.
+Validation and `--help` read the names; a job builds the oracle and the pruner. The oracle classes
+live in `vggsweep.search.oracles` (which imports keras-tuner) and are imported only when a job
+builds one, so that validation stays instant. To add a tuner: an oracle class there, an entry
+here. To add a pruner: a `pruning.Pruner` and its factory (tuner config -> pruner) there, an entry
+here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from typing import NamedTuple
+
+from vggsweep.search import pruning
 
 
 class Tuner(NamedTuple):
@@ -20,7 +24,7 @@ class Tuner(NamedTuple):
     counts_trials: bool = True  # False: the epoch budget decides (Hyperband)
 
 
-def _trials(tuner_cfg, budget_cfg) -> dict:
+def _trials(_tuner_cfg, budget_cfg) -> dict:
     return {"max_trials": budget_cfg.max_trials}
 
 
@@ -40,13 +44,19 @@ TUNERS: dict[str, Tuner] = {
     "quasi_random": Tuner("vggsweep.search.oracles:QuasiRandomOracle", _trials),
 }
 
-#: Pruners (`tuner.pruner`): name -> "module:Class" of the rule (None: never prune).
-PRUNERS: dict[str, str | None] = {
+#: Pruners (`tuner.pruner`): name -> factory of the rule from the tuner config (None: never).
+PRUNERS: dict[str, Callable | None] = {
     "off": None,
-    "median": "vggsweep.search.pruning:PercentilePruner",  # below the median of earlier trials
-    "percentile": "vggsweep.search.pruning:PercentilePruner",  # below tuner.pruner_percentile
-    "asha": "vggsweep.search.pruning:SuccessiveHalvingPruner",  # asynchronous successive halving
+    "median": pruning.median,  # below the median of the other trials at the same epoch
+    "percentile": pruning.percentile,  # below tuner.pruner_percentile
+    "asha": pruning.asha,  # asynchronous successive halving
 }
+
+
+def make_pruner(tuner_cfg) -> pruning.Pruner | None:
+    """The pruner `tuner.pruner` names, configured from the tuner section; None for off."""
+    factory = PRUNERS[str(tuner_cfg.pruner)]
+    return factory(tuner_cfg) if factory is not None else None
 
 
 def resolve(path: str):

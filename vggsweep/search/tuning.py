@@ -1,37 +1,35 @@
-"""The keras-tuner side of a job: the hypermodel (the space) and the tuner (one trial).
+"""The keras-tuner side of a job: the tuner that trains one trial and records it.
 
-Responsibilities follow keras-tuner's split: `SweepHyperModel` declares the space from config
-subtrees and builds a model at one point; the oracles (`vggsweep.search.oracles`) pick values;
-`SweepTuner.run_trial` trains the point with `training.train_one` and records it through the
-job's tracker. The same tuner runs alone in a job's process or as one of its workers.
+Responsibilities follow keras-tuner's split: the trial space (`vggsweep.search.trialspace`)
+declares the hyperparameters; the oracles (`vggsweep.search.oracles`) pick values;
+`SweepTuner.run_trial` trains the point with `training.train_one` (the one training path) and
+records it through the job's tracker, epoch by epoch through a Keras callback (`TrialCallback`).
+The same tuner runs alone in a job's process or as one of its workers.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import keras_tuner as kt
 import numpy as np
-from keras_tuner.src.engine import trial as trial_module
-from keras_tuner.src.engine.hyperparameters import hp_types
 
-from vggsweep import models
-from vggsweep.config import space
 from vggsweep.errors import ModelConfigError, NonFiniteLoss
 from vggsweep.models import training
 from vggsweep.runtime import accelerator
 from vggsweep.runtime.files import atomic_write_json, project_lock
-from vggsweep.tracking import results
+from vggsweep.search import internals
+from vggsweep.search.trialspace import TrialSpace
 
-BEST_MODEL = "best_model.keras"
-BEST_FILE = "best.json"
-BEST_PREDICTIONS = "best_test_predictions.npy"  # the kept model's test predictions (pictures)
 CHECKPOINT = "checkpoint.weights.h5"
+#: The kept model (the job's best trial's) lives in <project>/kept/trial_<id>.keras, beside its
+#: test predictions (for the pictures); its path is a tag of that trial's run.
+KEPT_DIR = "kept"
 IDLE_WAIT_S = 0.5
 
 
@@ -54,93 +52,87 @@ class JobContext:
     compile_options: dict = field(default_factory=dict)
     accelerator: object = None  # the accelerator config subtree (batch scaling)
 
+    def cost_adjusted(self, val_accuracy: float, cost: float) -> float:
+        """The search's objective with `tuner.cost`: accuracy minus weight x log10(cost)."""
+        return val_accuracy - self.cost_weight * math.log10(max(cost, 1e-9))
 
-class SweepHyperModel(kt.HyperModel):
-    """Declares the job's space from its config subtrees and builds a model at one point."""
 
-    def __init__(self, model_cfg, optimizer_cfg, activation, *, input_shape, num_classes: int,
-                 image_size: int, epochs: int, steps_per_epoch: int | None = None):
+class TrialCallback(keras.callbacks.Callback):
+    """Per epoch of a trial: its curves into MLflow (one batch), its validation accuracy to the
+    oracle, whose pruner may stop the trial (`stopped_by` then says why)."""
+
+    def __init__(self, job: JobContext, oracle, trial, run, *, record: bool, epochs: int,
+                 params: int = 0):
         super().__init__()
-        self.model_cfg = space.plain(model_cfg)
-        self.optimizer_cfg = space.plain(optimizer_cfg)
-        self.activation = space.plain(activation)
-        self.family = self.model_cfg["family"]
-        self.input_shape = tuple(input_shape)
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
+        self.job, self.oracle, self.trial, self.run = job, oracle, trial, run
+        self.record, self.epochs, self.params = record, epochs, params
+        self.started = time.perf_counter()
+        self.stopped_by: str | None = None
 
-    def declare_hyperparameters(self, hp):
-        space.declare(hp, {"activation": self.activation})
-        space.declare(hp, {k: v for k, v in self.model_cfg.items() if k != "family"})
-        space.declare(hp, {k: v for k, v in self.optimizer_cfg.items() if k != "name"})
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
 
-    def point(self, hp_values: dict | None) -> tuple[dict, dict]:
-        """(model builder kwargs, optimizer kwargs) at the trial's values."""
-        return space.point(self.model_cfg, self.optimizer_cfg, self.activation, hp_values)
-
-    def typed_values(self, hp_values: dict) -> dict:
-        """The trial's values in the config's own types (booleans stay booleans)."""
-        model_kwargs, optimizer_kwargs = self.point(hp_values)
-        typed = {**model_kwargs, **optimizer_kwargs}
-        return {k: typed.get(k, v) for k, v in hp_values.items()}
-
-    def param_count(self, hp_values: dict) -> int:
-        """The model's parameter count at a point (built, not trained)."""
-        model_kwargs, _ = self.point(hp_values)
-        return models.build_model(self.family, model_kwargs, input_shape=self.input_shape,
-                                  num_classes=self.num_classes,
-                                  image_size=self.image_size).count_params()
-
-    def build(self, hp):
-        model_kwargs, optimizer_kwargs = self.point(hp.values)
-        model = models.build_model(self.family, model_kwargs, input_shape=self.input_shape,
-                                   num_classes=self.num_classes, image_size=self.image_size)
-        epochs = int(hp.values.get("tuner/epochs", self.epochs))
-        training.compile_model(model, optimizer_kwargs, self.steps_per_epoch, epochs)
-        return model
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if self.record:
+            self.job.tracker.log_epoch(self.run, logs, epoch)
+        if not self.job.prune or "val_accuracy" not in logs:
+            return
+        value = float(logs["val_accuracy"])
+        reported = {"val_accuracy": value}
+        if self.job.cost:  # the objective too: the time cost projected to the end
+            cost = self.params if self.job.cost == "param_count" else (
+                (time.perf_counter() - self.started) / (epoch + 1) * self.epochs)
+            reported["cost_adjusted_accuracy"] = self.job.cost_adjusted(value, cost)
+        answer = self.oracle.update_trial(self.trial.trial_id, reported, step=epoch)
+        last = epoch + 1 >= self.epochs  # stopping after the last epoch would save nothing
+        if answer.status == internals.STOPPED and not last:
+            self.stopped_by = f"pruned after epoch {epoch + 1}"
+            self.model.stop_training = True
 
 
-class SweepTuner(kt.Tuner):
+class SweepTuner(internals.TunerHooks, kt.Tuner):
     """Runs each trial as an MLflow child run; keeps only the best model on disk by default."""
 
-    def __init__(self, oracle, hypermodel, *, job: JobContext, **kwargs):
+    def __init__(self, oracle, trial_space: TrialSpace, *, job: JobContext, project_dir: Path,
+                 executions_per_trial: int = 1):
         self.job = job
-        super().__init__(oracle, hypermodel, **kwargs)
-        if self._is_worker():  # keras-tuner asks again at once while the oracle is IDLE
-            create = self.oracle.create_trial
+        self.trial_space = trial_space
+        self._ran_since_asking = True
+        super().__init__(oracle, hypermodel=None, directory=str(project_dir.parent),
+                         project_name=project_dir.name, overwrite=False,
+                         executions_per_trial=executions_per_trial)
 
-            def create_trial(tuner_id):
-                trial = create(tuner_id)
-                if trial.status == trial_module.TrialStatus.IDLE:
-                    time.sleep(IDLE_WAIT_S)  # (Hyperband waits for a round to finish)
-                return trial
-
-            self.oracle.create_trial = create_trial
-
-    def _populate_initial_space(self):
+    def declare_space(self):
         # keras-tuner would build the model once here with default values (slow for a VGG, and
         # wrong when the default point cannot be built); our space is declared, not discovered.
         hp = self.oracle.get_space()
-        self.hypermodel.declare_hyperparameters(hp)
+        self.trial_space.declare(hp)
         self.oracle.update_space(hp)
 
     def save(self):
-        if not self._is_worker():
+        if not internals.is_worker(self):
             self.oracle.save()
-        atomic_write_json(self._get_tuner_fname(), self.get_state())
+        atomic_write_json(internals.tuner_file(self), self.get_state())
+
+    def pre_create_trial(self):
+        # A worker asks the chief again at once when its oracle answered IDLE (Hyperband waits
+        # for a round to finish): wait a little between such answers.
+        if internals.is_worker(self) and not self._ran_since_asking:
+            time.sleep(IDLE_WAIT_S)
+        self._ran_since_asking = False
 
     def on_trial_begin(self, trial):
+        self._ran_since_asking = True
         hps = trial.hyperparameters
-        searched = {hp.name for hp in hps.space if not isinstance(hp, hp_types.Fixed)}
-        values = self.hypermodel.typed_values(dict(hps.values))
+        searched = {hp.name for hp in hps.space if not internals.is_fixed(hp)}
+        values = self.trial_space.typed_values(dict(hps.values))
         self.job.progress.trial_begin(trial.trial_id,
                                       {k: v for k, v in values.items() if k in searched})
 
     def run_trial(self, trial, splits, **_):
-        values = self.hypermodel.typed_values(dict(trial.hyperparameters.values))
-        model_kwargs, optimizer_kwargs = self.hypermodel.point(values)
+        values = self.trial_space.typed_values(dict(trial.hyperparameters.values))
+        model_kwargs, optimizer_kwargs = self.trial_space.point(values)
         params = {**values, **{k: v for k, v in model_kwargs.items() if k not in values},
                   "seed": self.job.seed + int(trial.trial_id), **self.job.trial_params}
         tags = {**self.job.trial_tags, "activation": model_kwargs["activation"]}
@@ -151,48 +143,24 @@ class SweepTuner(kt.Tuner):
             except (NonFiniteLoss, ModelConfigError) as error:
                 raise kt.errors.FailedTrialError(str(error)) from error
 
-    def cost_adjusted(self, val_accuracy: float, cost: float) -> float:
-        """The search's objective with `tuner.cost`: accuracy minus weight x log10(cost)."""
-        return val_accuracy - self.job.cost_weight * math.log10(max(cost, 1e-9))
-
-    def _epoch_hook(self, trial, run, report: bool, epochs: int, params: int):
-        """Per epoch: the curves into MLflow (one batch), the value to the pruning oracle."""
-        started = time.perf_counter()
-
-        def on_epoch(epoch: int, logs: dict) -> str | None:
-            if report:
-                self.job.tracker.log_epoch(run, logs, epoch)
-            if self.job.prune and "val_accuracy" in logs:
-                value = float(logs["val_accuracy"])
-                reported = {"val_accuracy": value}
-                if self.job.cost:  # the objective too: the time cost projected to the end
-                    cost = params if self.job.cost == "param_count" else (
-                        (time.perf_counter() - started) / (epoch + 1) * epochs)
-                    reported["cost_adjusted_accuracy"] = self.cost_adjusted(value, cost)
-                answer = self.oracle.update_trial(trial.trial_id, reported, step=epoch)
-                last = epoch + 1 >= epochs  # stopping after the last epoch would save nothing
-                if answer.status == trial_module.TrialStatus.STOPPED and not last:
-                    return f"pruned after epoch {epoch + 1}"
-            return None
-        return on_epoch
-
     def _train_and_record(self, trial, run, values, splits, model_kwargs, optimizer_kwargs):
         budget = self.job.budget
         epochs = int(values.get("tuner/epochs", budget.epochs))
         promoted_from = values.get("tuner/trial_id")
-        params = self.hypermodel.param_count(values) if self.job.cost == "param_count" else 0
+        params = self.trial_space.param_count(values) if self.job.cost == "param_count" else 0
         batch_size, optimizer_kwargs = accelerator.scaled(budget.batch_size, optimizer_kwargs,
                                                           self.job.accelerator)
         executions = []
         for execution in range(self.executions_per_trial):
+            callback = TrialCallback(self.job, self.oracle, trial, run, record=execution == 0,
+                                     epochs=epochs, params=params)
             executions.append(training.train_one(
-                self.hypermodel.family, model_kwargs, optimizer_kwargs, splits,
+                self.trial_space.family, model_kwargs, optimizer_kwargs, splits,
                 image_size=self.job.image_size, epochs=epochs, batch_size=batch_size,
                 seed=self.job.seed + int(trial.trial_id) + 1000 * execution,
                 patience=budget.patience, initial_epoch=int(values.get("tuner/initial_epoch", 0)),
                 weights=self._checkpoint(promoted_from) if promoted_from else None,
-                on_epoch=self._epoch_hook(trial, run, execution == 0, epochs, params),
-                evaluate_test=False, verbose=self.job.verbose,
+                callbacks=[callback], evaluate_test=False, verbose=self.job.verbose,
                 compile_options=self.job.compile_options))
         best = max(executions, key=lambda trained: trained.val_accuracy)  # ties: the first
         mean_val = sum(t.val_accuracy for t in executions) / len(executions)
@@ -205,8 +173,8 @@ class SweepTuner(kt.Tuner):
         }
         result = {"val_accuracy": mean_val}
         if self.job.cost:
-            result["cost_adjusted_accuracy"] = self.cost_adjusted(mean_val,
-                                                                  measures[self.job.cost])
+            result["cost_adjusted_accuracy"] = self.job.cost_adjusted(mean_val,
+                                                                      measures[self.job.cost])
             measures["cost_adjusted_accuracy"] = result["cost_adjusted_accuracy"]
         if fit.stopped_by:
             measures["epochs_saved"] = max(epochs - int(values.get("tuner/initial_epoch", 0))
@@ -224,49 +192,41 @@ class SweepTuner(kt.Tuner):
         return os.path.join(self.get_trial_dir(trial_id), CHECKPOINT)
 
     def _keep(self, trial_id: str, run, model, score: float, predictions) -> None:
-        """Saves the model if it is the job's best so far (ranked as the leaderboard ranks), and
-        every trial's weights for Hyperband, which resumes promoted trials from them."""
+        """Keeps the model on disk if the store ranks this trial first in its job (the one
+        ranking: `results.rank_key`), records where on the trial's run, and deletes the model
+        it replaces; and every trial's weights for Hyperband, which resumes promoted trials."""
         if self.job.keep == "all":
             model.save_weights(self._checkpoint(trial_id))
-        project = Path(self.project_dir)
-        key = results.rank_key(score, run.info.start_time, run.info.run_id)
-        with project_lock(project):
-            best_file = project / BEST_FILE
-            best = json.loads(best_file.read_text()) if best_file.is_file() else None
-            if best is not None and tuple(best.get("key", (-best["score"], 0, ""))) <= key:
+        folder = Path(self.project_dir) / KEPT_DIR
+        with project_lock(Path(self.project_dir)):  # workers keep their models one at a time
+            if not self.job.tracker.ranks_first(run, score):
                 return
-            tmp = project / f".tmp-{os.getpid()}-{BEST_MODEL}"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"trial_{trial_id}.keras"
+            tmp = folder / f".tmp-{os.getpid()}-{path.name}"
             model.save(tmp)
-            os.replace(tmp, project / BEST_MODEL)
-            tmp = project / f".tmp-{os.getpid()}-{BEST_PREDICTIONS}"
+            os.replace(tmp, path)
+            tmp = folder / f".tmp-{os.getpid()}-predictions.npy"
             with open(tmp, "wb") as handle:
                 np.save(handle, np.asarray(predictions, dtype=np.int16))
-            os.replace(tmp, project / BEST_PREDICTIONS)
-            atomic_write_json(str(best_file), {"trial_id": trial_id, "score": score,
-                                               "run_id": run.info.run_id, "key": list(key)})
+            os.replace(tmp, predictions_path(path))
+            self.job.tracker.record_kept_model(run, path)
+            for other in folder.glob("trial_*"):
+                if not other.name.startswith(f"trial_{trial_id}."):
+                    other.unlink(missing_ok=True)
 
     def prune_checkpoints(self) -> None:
         """Deletes per-trial weights once the search is over: only the best model stays."""
         for path in Path(self.project_dir).glob(f"trial_*/{CHECKPOINT}"):
             path.unlink(missing_ok=True)
 
-    def best_model_path(self) -> Path | None:
-        path = Path(self.project_dir) / BEST_MODEL
-        return path if path.is_file() else None
-
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
-        if trial.status != trial_module.TrialStatus.COMPLETED:
+        if trial.status != internals.COMPLETED:
             reason = (trial.message or "").strip().splitlines()
             self.job.progress.trial_failed(trial.trial_id, reason[-1] if reason else "unknown")
 
 
-def make_tuner(job: JobContext, hypermodel: SweepHyperModel, oracle, project_dir: Path,
-               executions_per_trial: int = 1) -> SweepTuner:
-    """The job's tuner over its stable project directory (resumed when it holds state)."""
-    return SweepTuner(
-        oracle, hypermodel, job=job, directory=str(project_dir.parent),
-        project_name=project_dir.name, overwrite=False,
-        executions_per_trial=executions_per_trial,
-    )
-
+def predictions_path(model_path: Path) -> Path:
+    """Where the kept model's test predictions are (beside it)."""
+    return Path(model_path).with_suffix(".test_predictions.npy")

@@ -27,6 +27,7 @@ OVERRIDES = "vggsweep.overrides"  # the job's command-line overrides
 RESUMED = "vggsweep.resumed"  # "true" on a parent run that a rerun reopened
 WORKER = "vggsweep.worker"  # the tuner worker that trained a trial
 PRUNED = "vggsweep.pruned"  # "true" on a trial the pruner stopped early
+KEPT_MODEL = "vggsweep.kept_model"  # on the job's best trial: where its model is kept on disk
 SOURCE_RUN = "vggsweep.source_run"  # on a confidence run: the trial it retrains
 PARENT = "mlflow.parentRunId"
 EXPERIMENT_KIND = "mlflow.experimentKind"  # how the MLflow UI opens the experiment
@@ -270,7 +271,7 @@ def retry(function, *args, attempts: int = 5, **kwargs):
     for attempt in range(attempts):
         try:
             return function(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - only "locked" is retried, below
+        except Exception as error:
             if "database is locked" not in str(error) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2 ** attempt)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from vggsweep.errors import one_line
-from vggsweep.tracking import results, store
+from vggsweep.tracking import internals, results, store
 
 
 def git_commit() -> str:
@@ -245,6 +245,19 @@ class JobTracker:
         return min(scored, key=lambda r: results.rank_key(_kept(r), r.info.start_time,
                                                           r.info.run_id))
 
+    def ranks_first(self, run, score: float) -> bool:
+        """Whether the open trial `run`, at validation accuracy `score`, ranks before every
+        finished trial of the job (`results.rank_key`: the one ranking)."""
+        best = self.best_trial()
+        if best is None:
+            return True
+        mine = results.rank_key(score, run.info.start_time, run.info.run_id)
+        return mine < results.rank_key(_kept(best), best.info.start_time, best.info.run_id)
+
+    def record_kept_model(self, run, path) -> None:
+        """Records on the trial's run where its model is kept (the job's best, so far)."""
+        self.client.set_tag(run.info.run_id, store.KEPT_MODEL, str(path))
+
     def first_failure(self) -> str:
         for run in self.children("attributes.status = 'FAILED'"):
             reason = run.data.tags.get(store.FAILURE_REASON)
@@ -278,7 +291,7 @@ class JobTracker:
                 # The folder exists before the input example is written into it: MLflow 3
                 # writes the example first and fails otherwise (mlflow/mlflow#16183).
                 os.makedirs(local)
-                with _requirements_already_checked():
+                with internals.requirements_already_checked():
                     mlflow.keras.save_model(
                         model, local, signature=_signature(model), input_example=example,
                         pip_requirements=_requirements(),
@@ -315,21 +328,6 @@ def _signature(model):
 def _kept(run) -> float | None:
     metrics = run.data.metrics
     return metrics.get(results.KEPT_VAL_ACCURACY, metrics.get("val_accuracy"))
-
-
-def _requirements_already_checked():
-    """Skips MLflow's check that this environment satisfies the model's requirements while the
-    model is saved. The requirements are this environment's own versions (`_requirements`), so the
-    check can find no mismatch, and it costs about 1 s: it maps every installed distribution to
-    its modules. Where MLflow moves the check, nothing is skipped."""
-    from unittest import mock
-
-    from mlflow.utils import environment
-
-    name = "warn_dependency_requirement_mismatches"
-    if not hasattr(environment, name):
-        return contextlib.nullcontext()
-    return mock.patch.object(environment, name, lambda requirements: None)
 
 
 def _requirements() -> list[str]:

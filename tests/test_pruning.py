@@ -1,32 +1,31 @@
-"""Search that spends fewer epochs: pruners (median/percentile, asynchronous successive halving),
-warm starts evaluated first by every tuner, cost-aware search, and pruned trials in the records."""
+"""Pruning (vggsweep.search.pruning): the median/percentile rule and asynchronous successive
+halving, pruned trials recorded and ranked after finished ones, the default search, and the
+cost-aware objective.
+"""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from helpers import (
+    SMALL_DATA,
+    TINY,
+)
 
 from vggsweep import config
-from vggsweep.config import space
-from vggsweep.job import checks, task
-from vggsweep.search import oracles, pruning, tuners
+from vggsweep.job import task
+from vggsweep.search import internals, pruning, tuners
 from vggsweep.tracking import results
 from vggsweep.tracking import store as vstore
-
-TINY = ["model=mlp", "activation=relu", "data=digits", "budget=smoke", "data.train_samples=100",
-        "data.test_samples=50", "model.hidden_layers=1", "tracking.log_model=false", "verbose=0"]
 
 
 class FakeTrial:
     """A keras-tuner trial as the pruners read it: an id and per-epoch validation accuracy."""
 
     def __init__(self, trial_id: str, curve: list[float]):
-        from keras_tuner.src.engine import metrics_tracking
-
         self.trial_id = trial_id
-        self.metrics = metrics_tracking.MetricsTracker()
-        self.metrics.register("val_accuracy", direction="max")
+        self.metrics = internals.metrics_tracker({"val_accuracy": "max"})
         for epoch, value in enumerate(curve):
             self.metrics.update("val_accuracy", value, step=epoch)
 
@@ -50,49 +49,13 @@ def test_successive_halving_keeps_the_top_third_at_each_rung():
     assert not rule.should_stop(field[0], field, epoch=1)  # not a rung
 
 
-@pytest.mark.parametrize("name", ["random", "quasi_random", "bayesian"])
-def test_enqueued_points_come_first(name, tmp_path):
-    import keras_tuner as kt
-    from omegaconf import OmegaConf
-
-    hp = kt.HyperParameters()
-    hp.Int("units", 16, 512, step=16)
-    hp.Choice("act", ["relu", "tanh"])
-    tuner_cfg = OmegaConf.create({"name": name, "num_initial_points": 2, "factor": 3,
-                                  "hyperband_iterations": 1})
-    points = [{"units": 496, "act": "tanh"}, {"units": 32}]
-    oracle = oracles.make_oracle(tuner_cfg, OmegaConf.create({"max_trials": 5, "epochs": 2}),
-                                 seed=0, enqueue=points)
-    oracle._set_project_dir(str(tmp_path), "p")
-    oracle.update_space(hp)
-    first, second = (oracle.create_trial(f"tuner{i}") for i in range(2))
-    assert first.hyperparameters.values == {"units": 496, "act": "tanh"}
-    assert second.hyperparameters.values == {"units": 32, "act": "relu"}  # the rest: defaults
-
-
-def test_a_grid_starts_from_the_first_enqueued_point():
-    spec = {"filters": {"choice": [16, 32, 64]}, "dropout": 0.2}
-    started = space.with_defaults(spec, {"filters": 64})
-    assert started == {"filters": {"choice": [16, 32, 64], "default": 64}, "dropout": 0.2}
-
-
-def test_studies_warm_start_from_their_reference_points():
-    for name in ("activations", "temperature", "mlp"):
-        cfg = config.compose([f"study={name}"])
-        checks.validate(cfg)
-        assert cfg.tuner.enqueue, name
-    [s3] = config.compose(["study=activations"]).tuner.enqueue
-    assert dict(s3) == {"conv_blocks": 2, "filters": 32, "kernel_size": 3, "pool_size": 2,
-                        "dense_layers": 1, "dense_units": 512, "dropout": 0.0,
-                        "batch_norm": False, "learning_rate": 1.0e-3}
-
-
 def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, monkeypatch,
                                                                   capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VGGSWEEP_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = config.compose([*TINY, "tuner=quasi_random", "budget.max_trials=16", "budget.epochs=2",
+    cfg = config.compose([*TINY, *SMALL_DATA, "tracking.log_model=false",
+                          "tuner=quasi_random", "budget.max_trials=16", "budget.epochs=2",
                           "tuner.pruner=median", "tuner.pruner_warmup_epochs=0",
                           "model.hidden_units={choice:[8,16,32]}", "experiment=pruned"])
     result = task.run_job(cfg)
@@ -125,7 +88,8 @@ def test_cost_aware_search_records_its_objective(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VGGSWEEP_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = config.compose([*TINY, "tuner=bayesian", "tuner.num_initial_points=1",
+    cfg = config.compose([*TINY, *SMALL_DATA, "tracking.log_model=false",
+                          "tuner=bayesian", "tuner.num_initial_points=1",
                           "tuner.cost=param_count", "model.hidden_units={choice:[8,64]}",
                           "experiment=cost"])
     assert task.run_job(cfg).completed == 2

@@ -1,0 +1,150 @@
+"""The oracles (vggsweep.search.oracles): quasi-random search, seeds, warm starts first for
+every tuner, the grid's start, and the job time limit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import (
+    assert_completed_job,
+    compose,
+)
+
+from vggsweep import config
+from vggsweep.config import space
+from vggsweep.job import checks, task
+from vggsweep.search import internals, oracles
+
+
+def _space():
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    hp.Int("units", 16, 512, step=16)
+    hp.Float("rate", 1e-4, 1e-2, sampling="log")
+    hp.Float("dropout", 0.0, 0.5, step=0.1)
+    hp.Choice("act", ["relu", "tanh", "elu"])
+    hp.Fixed("width", 3)
+    return hp
+
+
+def _quasi_oracle(directory: Path, seed: int = 7, max_trials: int = 50):
+    oracle = oracles.QuasiRandomOracle(objective=oracles.OBJECTIVE, max_trials=max_trials,
+                                      seed=seed)
+    internals.set_project_dir(oracle, str(directory), "quasi")
+    oracle.update_space(_space())
+    return oracle
+
+
+def _run_trials(oracle, count: int) -> list[dict]:
+    """Creates `count` trials and ends them COMPLETED, as a tuner would (keras-tuner's
+    `on_trial_end` saves the oracle again once the trial is no longer ongoing); returns their
+    values."""
+    values = []
+    for _ in range(count):
+        trial = oracle.create_trial("tuner0")
+        assert trial.status == internals.RUNNING
+        values.append(dict(trial.hyperparameters.values))
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = internals.COMPLETED
+        oracle.end_trial(trial)
+        oracle.save()
+    return values
+
+
+def test_quasi_random_points_are_distinct_and_in_range(tmp_path):
+    points = _run_trials(_quasi_oracle(tmp_path), 20)
+    keys = [tuple(sorted(p.items())) for p in points]
+    assert len(set(keys)) == len(keys)
+    for p in points:
+        assert 16 <= p["units"] <= 512 and p["units"] % 16 == 0
+        assert 1e-4 <= p["rate"] <= 1e-2
+        assert 0.0 <= p["dropout"] <= 0.5 + 1e-9
+        assert p["act"] in ("relu", "tanh", "elu")
+        assert p["width"] == 3
+    # low discrepancy: 20 points cover every choice and both halves of each range
+    assert {p["act"] for p in points} == {"relu", "tanh", "elu"}
+    assert min(p["units"] for p in points) < 264 < max(p["units"] for p in points)
+    assert min(p["rate"] for p in points) < 1e-3 < max(p["rate"] for p in points)
+
+
+def test_quasi_random_continues_its_sequence_after_reload(tmp_path):
+    reference = _run_trials(_quasi_oracle(tmp_path / "reference"), 8)
+
+    first = _quasi_oracle(tmp_path / "resumed")
+    before = _run_trials(first, 4)
+    state = json.loads((tmp_path / "resumed" / "quasi" / "oracle.json").read_text())
+    assert state["next_index"] == first._next_index >= 4
+
+    again = _quasi_oracle(tmp_path / "resumed")
+    again.reload()
+    assert again._next_index == state["next_index"]
+    after = _run_trials(again, 4)
+    assert before + after == reference
+    assert sorted(again.trials) == sorted(f"{i:02d}" for i in range(8))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name", ["random", "quasi_random"])
+def test_a_seed_proposes_the_same_points_every_time(name, seed, tmp_path):
+    """`seed: 0` (the default) seeds the tuner like any other seed: two fresh searches with the
+    same seed propose the same hyperparameters."""
+    from omegaconf import OmegaConf
+
+    tuner_cfg = OmegaConf.create({"name": name})
+    budget = OmegaConf.create({"max_trials": 5})
+    proposals = []
+    for attempt in range(2):
+        oracle = oracles.make_oracle(tuner_cfg, budget, seed=seed)
+        internals.set_project_dir(oracle, str(tmp_path / str(attempt)), "p")
+        oracle.update_space(_space())
+        proposals.append(_run_trials(oracle, 3))
+    assert proposals[0] == proposals[1]
+
+
+@pytest.mark.parametrize("name", ["random", "quasi_random", "bayesian"])
+def test_enqueued_points_come_first(name, tmp_path):
+    import keras_tuner as kt
+    from omegaconf import OmegaConf
+
+    hp = kt.HyperParameters()
+    hp.Int("units", 16, 512, step=16)
+    hp.Choice("act", ["relu", "tanh"])
+    tuner_cfg = OmegaConf.create({"name": name, "num_initial_points": 2, "factor": 3,
+                                  "hyperband_iterations": 1})
+    points = [{"units": 496, "act": "tanh"}, {"units": 32}]
+    oracle = oracles.make_oracle(tuner_cfg, OmegaConf.create({"max_trials": 5, "epochs": 2}),
+                                 seed=0, enqueue=points)
+    internals.set_project_dir(oracle, str(tmp_path), "p")
+    oracle.update_space(hp)
+    first, second = (oracle.create_trial(f"tuner{i}") for i in range(2))
+    assert first.hyperparameters.values == {"units": 496, "act": "tanh"}
+    assert second.hyperparameters.values == {"units": 32, "act": "relu"}  # the rest: defaults
+
+
+def test_a_grid_starts_from_the_first_enqueued_point():
+    spec = {"filters": {"choice": [16, 32, 64]}, "dropout": 0.2}
+    started = space.with_defaults(spec, {"filters": 64})
+    assert started == {"filters": {"choice": [16, 32, 64], "default": 64}, "dropout": 0.2}
+
+
+def test_studies_warm_start_from_their_reference_points():
+    for name in ("activations", "temperature", "mlp"):
+        cfg = config.compose([f"study={name}"])
+        checks.validate(cfg)
+        assert cfg.tuner.enqueue, name
+    [s3] = config.compose(["study=activations"]).tuner.enqueue
+    assert dict(s3) == {"conv_blocks": 2, "filters": 32, "kernel_size": 3, "pool_size": 2,
+                        "dense_layers": 1, "dense_units": 512, "dropout": 0.0,
+                        "batch_norm": False, "learning_rate": 1.0e-3}
+
+
+def test_time_limit_ends_the_job_normally_after_one_trial(home, store):
+    experiment = "time-limit"
+    cfg = compose(home, store, experiment, "budget.max_trials=3", "budget.time_limit_s=0.001",
+                  "tracking.log_model=false")
+    result = task.run_job(cfg)
+    assert_completed_job(result, store, experiment, 1)
