@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from vggsweep.errors import ConfigError
+from vggsweep.errors import EXIT_INFRASTRUCTURE, ConfigError, InfrastructureError, one_line
 
 
 def join(args: argparse.Namespace) -> int:
@@ -45,6 +45,17 @@ def join(args: argparse.Namespace) -> int:
     job = runner.Job.load(project, args.tracking_uri)
     tracker = job.tracker(worker=args.worker_id)
     report = job.progress(worker=args.worker_id)
-    tuner = job.tuner(tracker, report, worker=args.worker_id)
-    tuner.search(job.splits, verbose=0)
+    error = None
+    try:
+        tuner = job.tuner(tracker, report, worker=args.worker_id)
+        tuner.search(job.splits, verbose=0)
+    except BaseException as caught:
+        error = caught
+        if not isinstance(caught, InfrastructureError):
+            raise
+    finally:
+        tracker.close(error)  # its records written, or kept for the job's rerun
+    if error is not None:  # its trial stays ongoing: the chief stops, the rerun trains it
+        report.note(f"stopped: {one_line(error, 1000)}")
+        return EXIT_INFRASTRUCTURE
     return 0
