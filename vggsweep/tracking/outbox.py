@@ -31,8 +31,8 @@ from vggsweep.errors import InfrastructureError
 from vggsweep.runtime import files
 from vggsweep.tracking import faults, store
 
-#: The room kept beside each outbox for a full disk (`_reserve`).
-RESERVE_NAME, RESERVE_BYTES = ".reserve", 1 << 20
+#: The room kept beside each outbox while it is open, for a full disk (`_reserve`).
+RESERVE_BYTES = 1 << 20
 
 
 def send(client, record: dict) -> None:
@@ -112,7 +112,7 @@ class Outbox:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.queue.extend(read(path))  # an earlier process's records come first
             self.file = open(path, "a", encoding="utf-8")
-            self.reserve = _reserve(path.parent / RESERVE_NAME)
+            self.reserve = _reserve(path.with_suffix(".reserve"))
         self.thread = threading.Thread(target=self._write_all, name="vggsweep-outbox",
                                        daemon=True)
         self.thread.start()
@@ -200,6 +200,10 @@ class Outbox:
             if left == 0:
                 with contextlib.suppress(OSError):
                     self.path.unlink(missing_ok=True)
+        if self.reserve is not None:
+            with contextlib.suppress(OSError):
+                self.reserve.unlink(missing_ok=True)
+            self.reserve = None
         return left
 
     def _rescue(self) -> None:
