@@ -41,8 +41,12 @@ TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture
-def fresh_health():
-    """Each test's store starts healthy (the health of a URI lives as long as the process)."""
+def fresh_health(monkeypatch):
+    """Each test's store starts healthy (the health of a URI lives as long as the process), and
+    MLflow's HTTP settings come back as they were after it."""
+    for name, value in faults.http_settings(faults.DEFAULT_OUTAGE_S).items():
+        monkeypatch.setenv(name, os.environ.get(name, value))
+    monkeypatch.setattr(faults, "_http_configured", faults._http_configured)
     faults._health.clear()
     yield
     faults._health.clear()
@@ -238,6 +242,18 @@ def test_outputs_on_a_full_disk_leave_the_old_files_whole(tmp_path, monkeypatch)
                                                          "report.html"]
 
 
+def test_a_worker_stopped_by_the_infrastructure_stops_its_job_leaving_its_trial_ongoing():
+    from vggsweep.errors import EXIT_INFRASTRUCTURE, InfrastructureError
+    from vggsweep.search import distributed
+
+    ended = []
+    chief = SimpleNamespace(workers={"worker0": SimpleNamespace(poll=lambda: EXIT_INFRASTRUCTURE)},
+                            failed=[], restarts={}, oracle=SimpleNamespace(end_trial=ended.append))
+    with pytest.raises(InfrastructureError, match="worker worker0 stopped"):
+        distributed._supervise(chief, job=None, envs={}, report=None)
+    assert chief.restarts == {} and ended == [], "restarted, or its trial ended FAILED"
+
+
 # --------------------------------------------------------------------------------------------
 # jobs in-process: a full store, a rerun of a finished job
 
@@ -365,41 +381,43 @@ def _log(lines: list):
 @pytest.mark.subprocess
 def test_a_server_down_mid_trial_loses_nothing_and_costs_no_training_time(server, tmp_path):
     proxy = fixtures.Proxy(server.port)
-    outage_s = 12.0
-    baseline = fixtures.sweep(tmp_path, [*SWEEP, f"tracking.uri={proxy.url}",
-                                         "experiment=baseline"])
-    assert baseline.returncode == 0, baseline.stderr[-3000:]
-
-    events = {}
+    outage_s = 20.0
+    events = {"last_epochs": []}
 
     def on_line(line, elapsed):
         if "epoch 2/" in line and "down" not in events:
             events["down"] = elapsed
             proxy.down()
-            threading.Timer(outage_s, proxy.up).start()
 
+            def up():
+                events["up"] = time.monotonic() - started
+                proxy.up()
+
+            threading.Timer(outage_s, up).start()
+        if "epoch 4/4" in line:
+            events["last_epochs"].append(elapsed)
+
+    started = time.monotonic()
     result = fixtures.sweep(tmp_path, [*SWEEP, f"tracking.uri={proxy.url}",
                                        "tracking.outage_s=120", "experiment=outage"],
                             on_line=on_line)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "down" in events, result.stdout[-3000:]
+    # The trial went on training while the server was away (its last epoch ended before the
+    # server came back); the sweep said so once, and once that it was back.
+    assert events["last_epochs"][0] < events["up"], events
     assert len([line for line in result.stderr.splitlines()
                 if "unreachable since" in line and "training continues" in line]) == 1
     assert "answers again" in result.stderr
     assert "Traceback" not in result.stderr
 
-    expected = {r.data.tags[store.TRIAL_ID]: r for r in _trials(_server_runs(server.url,
-                                                                             "baseline"))}
     runs = _server_runs(server.url, "outage")
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3, "a run was lost or doubled"
     for run in _trials(runs):
-        trial_id = run.data.tags[store.TRIAL_ID]
         history = client(server.url).get_metric_history(run.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [0, 1, 2, 3], "epochs lost or doubled"
-        time_s, without = (run.data.metrics["train_time_s"],
-                           expected[trial_id].data.metrics["train_time_s"])
-        assert time_s <= 2 * without + 1.0, (trial_id, time_s, without)
-        assert time_s < outage_s / 2, "the outage was counted as training"
+        # Waiting for the server would have made the trial's time at least the outage's.
+        assert run.data.metrics["train_time_s"] < outage_s, "the outage was counted as training"
 
 
 @pytest.mark.subprocess

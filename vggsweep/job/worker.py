@@ -43,19 +43,17 @@ def join(args: argparse.Namespace) -> int:
     accelerator.limit_memory(settings)  # before anything starts the GPU
     accelerator.apply(settings)
     job = runner.Job.load(project, args.tracking_uri)
-    tracker = job.tracker(worker=args.worker_id)
     report = job.progress(worker=args.worker_id)
-    error = None
     try:
-        tuner = job.tuner(tracker, report, worker=args.worker_id)
-        tuner.search(job.splits, verbose=0)
-    except BaseException as caught:
-        error = caught
-        if not isinstance(caught, InfrastructureError):
+        tracker = job.tracker(worker=args.worker_id)
+        try:
+            tuner = job.tuner(tracker, report, worker=args.worker_id)
+            tuner.search(job.splits, verbose=0)
+        except BaseException as error:
+            tracker.close(error)  # what it can write now; the rest kept for the job's rerun
             raise
-    finally:
-        tracker.close(error)  # its records written, or kept for the job's rerun
-    if error is not None:  # its trial stays ongoing: the chief stops, the rerun trains it
-        report.note(f"stopped: {one_line(error, 1000)}")
+        tracker.close()
+    except InfrastructureError as error:  # its trial stays ongoing: the chief stops the job,
+        report.note(f"stopped: {one_line(error, 1000)}")  # whose rerun trains that trial
         return EXIT_INFRASTRUCTURE
     return 0

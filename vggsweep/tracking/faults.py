@@ -28,7 +28,7 @@ ANNOUNCE_AFTER = 2
 AWAY, FULL = "away", "full"
 _AWAY_TEXT = ("unable to open database file", "disk i/o error", "could not connect to server",
               "server closed the connection", "connection refused", "connection reset",
-              "terminating connection")
+              "terminating connection", "database is locked", "queuepool limit")
 
 
 def http_settings(outage_s: float) -> dict[str, str]:
@@ -52,8 +52,9 @@ def _chain(error: BaseException | None):
 
 def classify(error: BaseException) -> str | None:
     """FULL: a disk is full; AWAY: the store did not answer (refused, timed out, a server error
-    after which the request may be repeated, a database that cannot be opened); None: the store
-    answered (a bad request, an unknown run: not a fault of the infrastructure)."""
+    after which the request may be repeated, a database that cannot be opened or stays locked by
+    other writers); None: the store answered (a bad request, an unknown run: not a fault of the
+    infrastructure)."""
     if files.is_disk_full(error):
         return FULL
     if isinstance(error, TrackingUnavailable):
@@ -83,6 +84,8 @@ def _cause(error: BaseException) -> str:
             return "no answer in time"
         if name == "ResponseError":
             return "it answers with server errors"
+        if "database is locked" in str(link):
+            return "the database stays locked by other writers"
     text = " ".join(str(error).split())
     return text[:160]
 
