@@ -381,7 +381,7 @@ def _log(lines: list):
 @pytest.mark.subprocess
 def test_a_server_down_mid_trial_loses_nothing_and_costs_no_training_time(server, tmp_path):
     proxy = fixtures.Proxy(server.port)
-    outage_s = 20.0
+    outage_s = 15.0
     events = {"last_epochs": []}
 
     def on_line(line, elapsed):
@@ -478,7 +478,8 @@ def test_a_server_gone_for_good_ends_the_sweep_in_the_bound_and_the_rerun_trains
 def test_a_disk_full_mid_sweep_says_so_once_truncates_nothing_and_the_rerun_finishes(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
-    args = ["-m", "model=mlp,cnn", *SWEEP[1:], "budget.epochs=3", "experiment=disk"]
+    args = ["-m", "model=mlp", "activation=relu,tanh", *SWEEP[2:], "budget.epochs=3",
+            "experiment=disk"]
     script = (f"mount -t tmpfs -o size=128m tmpfs {mount} && exec {sys.executable} "
               f"{TESTS / 'full_disk_sweep.py'} {mount} 'epoch 2/' 2 -- " + " ".join(args))
     done = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=TESTS,
