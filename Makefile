@@ -30,8 +30,8 @@ lint: install  ## ruff, and the layers of vggsweep/ checked by import-linter (py
 	$(VENV)/bin/ruff check vggsweep tests bench
 	$(VENV)/bin/lint-imports
 
-test: install  ## the test suite (under 10 minutes on 2 cores: two pytest workers)
-	$(PY) -m pytest -q -n 2 --dist loadscope
+test: install  ## the test suite but its slow tests (under 10 minutes on 2 cores: two workers)
+	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow"
 
 test-fast: install  ## the inner loop: the suite without its subprocess and slow tests
 	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow and not subprocess"

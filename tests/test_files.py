@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from vggsweep.errors import DiskFull
 from vggsweep.runtime import files
 from vggsweep.search import oracles
 
@@ -33,7 +34,8 @@ def test_atomic_write_json_failure_keeps_the_old_file_and_no_temp_file(failure, 
         monkeypatch.setattr(oracles.os, "fsync", broken_fsync)
     else:
         obj = {"version": object()}
-    with pytest.raises((OSError, TypeError)):
+    # A full disk says so in one line (DiskFull), the old file unchanged.
+    with pytest.raises(DiskFull if failure == "fsync" else TypeError):
         files.atomic_write_json(str(path), obj)
     assert json.loads(path.read_text()) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"], "a temporary file was left"

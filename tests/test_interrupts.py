@@ -153,7 +153,7 @@ def test_a_run_ends_with_its_status_even_when_its_reason_cannot_be_written(tmp_p
         def refuse(*args, **kwargs):
             raise RuntimeError("the tag write failed")
 
-        monkeypatch.setattr(tracker.client.inner, "set_tag", refuse)
+        monkeypatch.setattr(tracker.client.inner, "log_batch", refuse)  # tags go in batches
         with pytest.raises(RuntimeError, match="the tag write failed"):
             with tracker.child_run("trial", "trial-0", {}, {}) as run:
                 raise ValueError("the trial failed")

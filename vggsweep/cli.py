@@ -14,7 +14,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from vggsweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ConfigError, ResultsError, one_line
+from vggsweep.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    ConfigError,
+    InfrastructureError,
+    ResultsError,
+    one_line,
+)
 from vggsweep.runtime import collector, interrupts
 from vggsweep.tracking import store
 
@@ -60,6 +68,9 @@ def run(main_body: Callable[[argparse.Namespace], int], argv: Sequence[str] | No
     except (ResultsError, ConfigError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except InfrastructureError as error:  # the store away past the bound, a full disk
+        print(f"error: {one_line(error, 1000)}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

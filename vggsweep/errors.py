@@ -9,6 +9,8 @@ from __future__ import annotations
 
 #: Exit codes of every command: all done, some job failed, bad input, interrupted.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: A job's worker process stopped by the infrastructure (its trial runs again): its chief stops.
+EXIT_INFRASTRUCTURE = 75
 
 
 class VggsweepError(Exception):
@@ -49,6 +51,29 @@ class TrialError(VggsweepError, RuntimeError):
 
 class NonFiniteLoss(TrialError):
     """Training diverged: the loss became NaN or infinite."""
+
+
+class InfrastructureError(VggsweepError, RuntimeError):
+    """The infrastructure failed a job, not its trials (the tracking store is unreachable, a
+    disk is full): the trial under way is left to run again when the sweep is rerun."""
+
+
+class TrackingUnavailable(InfrastructureError):
+    """The tracking store did not answer within `tracking.outage_s`."""
+
+
+class DiskFull(InfrastructureError):
+    """A write failed for lack of space; the message names the path and the space needed."""
+
+
+class SweepStopped(BaseException):
+    """Raised by a job run in the launching process after an `InfrastructureError`, through
+    Hydra's launcher, so that no further job starts (a BaseException: Hydra catches the
+    others and goes on with the next job)."""
+
+    def __init__(self, cause: InfrastructureError, line: str = "", index: int = 1):
+        super().__init__(line or str(cause))
+        self.cause, self.line, self.index = cause, line or str(cause), index
 
 
 def exit_code(error: BaseException) -> int:

@@ -97,6 +97,9 @@ class BudgetConfig:
 class TrackingConfig:
     uri: Optional[str] = None  # any MLflow URI; default sqlite:///<launch dir>/mlflow.db
     log_model: bool = _field(True, identity=False)  # log the best model on the job's run
+    # How long a sweep waits for an unreachable store (training goes on meanwhile) before the
+    # job stops, its unsaved records kept for the rerun; MLflow's HTTP timeout follows from it.
+    outage_s: float = _field(300.0, above=0.0, identity=False)
 
 
 @dataclass

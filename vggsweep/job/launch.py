@@ -24,6 +24,8 @@ from vggsweep.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     ConfigError,
+    InfrastructureError,
+    SweepStopped,
     one_line,
 )
 from vggsweep.job import plan, task
@@ -182,9 +184,10 @@ def main() -> None:
     except ConfigError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    write_manifest(plan, argv)
-    interrupted = False
+    interrupted, stopped = False, None
     try:
+        write_manifest(plan, argv)
+        os.environ[task.LAUNCHER_PID] = str(os.getpid())  # its own jobs stop the sweep
         with interrupts.handled():
             # The overrides as the checks composed them (a spec given on the command line
             # replaces the one it overrides), so that each job is the job that was checked.
@@ -195,8 +198,18 @@ def main() -> None:
         interrupted = True
         print("interrupted: open MLflow runs were ended KILLED; rerun the same command to "
               "resume", file=sys.stderr)
+    except (SweepStopped, InfrastructureError) as error:  # the store away, a full disk
+        stopped = error
+        print(getattr(error, "line", f"error: {one_line(error, 1000)}"), file=sys.stderr,
+              flush=True)
     finally:
-        _write_outputs(plan)
+        _write_outputs(plan, stopped=stopped is not None)
+    if isinstance(stopped, SweepStopped):  # the store may not answer: the summary from here
+        print(f"the sweep stopped at job {stopped.index}/{plan.jobs}: "
+              f"{plan.jobs - stopped.index + 1} job(s) did not finish; rerun the same command "
+              "to resume it", file=sys.stderr, flush=True)
+    if stopped is not None:
+        finish(EXIT_FAILED)
     finish(EXIT_INTERRUPTED if interrupted else outcome(plan))
 
 
@@ -272,8 +285,9 @@ def outcome(plan: Plan) -> int:
     return EXIT_FAILED if bad else EXIT_OK
 
 
-def _write_outputs(plan: Plan) -> None:
-    """Writes the leaderboard, plots and report of the sweep, from the store."""
+def _write_outputs(plan: Plan, stopped: bool = False) -> None:
+    """Writes the leaderboard, plots and report of the sweep, from the store (after a sweep
+    stopped by the infrastructure, silently skipped when the store or the disk still fail)."""
     from vggsweep.outputs import sweep
     from vggsweep.tracking import ui
 
@@ -282,8 +296,9 @@ def _write_outputs(plan: Plan) -> None:
         try:
             written = sweep.write_sweep_outputs(folder, uri, experiment, job_keys=plan.keys)
         except Exception as error:  # noqa: BLE001 - the sweep's results are in MLflow anyway
-            print(f"warning: could not write the sweep outputs in {folder}: {one_line(error)}",
-                  file=sys.stderr)
+            if not (stopped and isinstance(error, InfrastructureError)):
+                print(f"warning: could not write the sweep outputs in {folder}: "
+                      f"{one_line(error)}", file=sys.stderr)
             continue
         print(sweep.best_line(written["leaderboard"]), flush=True)
         print(f"leaderboard: {written['leaderboard']}", flush=True)

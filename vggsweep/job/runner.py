@@ -25,6 +25,8 @@ from vggsweep.tracking import store
 
 #: The job description a job's workers read, in its tuner project.
 JOB_FILE = "job.json"
+#: The tracking records each process of the job has not written yet (`tracking.outbox`).
+OUTBOX_DIR = "outbox"
 
 
 @dataclass
@@ -81,7 +83,10 @@ class Job:
         from vggsweep.tracking.writer import JobTracker
 
         tags = {**self.tags(), **({store.WORKER: worker} if worker else {})}
-        tracker = JobTracker(self.uri, self.cfg.experiment, self.key, tags)
+        tracker = JobTracker(self.uri, self.cfg.experiment, self.key, tags,
+                             outbox=self.project / OUTBOX_DIR / f"{worker or 'job'}.jsonl",
+                             outage_s=self.cfg.tracking.outage_s,
+                             label=self.progress(worker).prefix, adopt=worker is None)
         if self.parent_run_id:
             tracker.attach(self.parent_run_id)
         return tracker
@@ -213,7 +218,8 @@ def summarize(job: Job, tracker, report, started: float) -> JobResult:
         report.note(f"FAILED: {reason}")
         return JobResult(job.name, "failed", reason, tracker.parent_id, completed, failed)
     kept = Path(best.data.tags.get(store.KEPT_MODEL, "")) if best is not None else None
-    if job.cfg.tracking.log_model and kept is not None and kept.is_file():
+    if job.cfg.tracking.log_model and kept is not None and kept.is_file() and \
+            not tracker.logged_model_of(best):  # a rerun of a finished job: logged already
         log_best_model(tracker, kept, job.splits, best)
     return JobResult(job.name, "completed", "", tracker.parent_id, completed, failed,
                      *best_pair)
@@ -233,7 +239,8 @@ def log_best_model(tracker, path: Path, splits, best_run) -> None:
     step = int(best_run.data.metrics.get("best_epoch", 1)) - 1 if best_run else 0
     metrics = {k: v for k, v in best_run.data.metrics.items()
                if k.startswith("test_") or k in ("val_accuracy_kept", "param_count")}
-    tracker.log_model(model, splits.x_test[:2], step=max(step, 0), metrics=metrics)
+    tracker.log_model(model, splits.x_test[:2], step=max(step, 0), metrics=metrics,
+                      trial_run=best_run)
     saved = tuning.predictions_path(path)  # the kept trial measured them
     predicted = np.load(saved) if saved.is_file() else None
     if predicted is None or len(predicted) != len(splits.y_test):

@@ -8,6 +8,8 @@ outcome back from the store (`vggsweep.job.launch`), whichever Hydra launcher ra
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 import traceback
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from vggsweep import config
 from vggsweep.config import space
-from vggsweep.errors import ConfigError, one_line
+from vggsweep.errors import ConfigError, InfrastructureError, SweepStopped, one_line
 from vggsweep.job import plan, runner
 from vggsweep.job.runner import JobInfo, JobResult
 from vggsweep.runtime import collector, files, interrupts, quiet
@@ -59,6 +61,7 @@ def hydra_info() -> JobInfo:
 def task(cfg) -> JobResult:
     """The Hydra task function: one job; failures are recorded and returned, never raised."""
     quiet.quiet_libraries()
+    logging.raiseExceptions = False  # a log file on a full disk: no traceback per log record
     info = hydra_info()
     try:
         # Signal handlers: a no-op in the launching process, which has them already. The
@@ -68,9 +71,26 @@ def task(cfg) -> JobResult:
     except ConfigError as error:
         print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
         return JobResult(_name(cfg, info), "failed", one_line(error))
+    except InfrastructureError as error:  # the store away past the bound, a full disk
+        return _stopped(cfg, info, error)
     except Exception as error:  # noqa: BLE001 - a bug in one job must not stop the others
         traceback.print_exc()
         return JobResult(_name(cfg, info), "failed", f"{type(error).__name__}: {error}")
+
+
+#: Set by the launching process: a job it runs itself stops the sweep on an infrastructure
+#: failure (the next jobs would meet the same store or disk).
+LAUNCHER_PID = "VGGSWEEP_LAUNCHER_PID"
+
+
+def _stopped(cfg, info: JobInfo, error: InfrastructureError) -> JobResult:
+    """One line naming the cause; in the launching process, the sweep stops here."""
+    line = (f"[job {info.index}/{info.total or '?'} {_name(cfg, info)}] stopped: "
+            f"{one_line(error, 1000)}")
+    if os.environ.get(LAUNCHER_PID) == str(os.getpid()):
+        raise SweepStopped(error, line, info.index)
+    print(line, file=sys.stderr, flush=True)
+    return JobResult(_name(cfg, info), "failed", one_line(error))
 
 
 def _name(cfg, info: JobInfo) -> str:

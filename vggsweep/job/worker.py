@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from vggsweep.errors import ConfigError
+from vggsweep.errors import EXIT_INFRASTRUCTURE, ConfigError, InfrastructureError, one_line
 
 
 def join(args: argparse.Namespace) -> int:
@@ -43,8 +43,17 @@ def join(args: argparse.Namespace) -> int:
     accelerator.limit_memory(settings)  # before anything starts the GPU
     accelerator.apply(settings)
     job = runner.Job.load(project, args.tracking_uri)
-    tracker = job.tracker(worker=args.worker_id)
     report = job.progress(worker=args.worker_id)
-    tuner = job.tuner(tracker, report, worker=args.worker_id)
-    tuner.search(job.splits, verbose=0)
+    try:
+        tracker = job.tracker(worker=args.worker_id)
+        try:
+            tuner = job.tuner(tracker, report, worker=args.worker_id)
+            tuner.search(job.splits, verbose=0)
+        except BaseException as error:
+            tracker.close(error)  # what it can write now; the rest kept for the job's rerun
+            raise
+        tracker.close()
+    except InfrastructureError as error:  # its trial stays ongoing: the chief stops the job,
+        report.note(f"stopped: {one_line(error, 1000)}")  # whose rerun trains that trial
+        return EXIT_INFRASTRUCTURE
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from vggsweep.runtime.files import atomic_path, atomic_write
 from vggsweep.tracking import results
 from vggsweep.errors import ResultsError
 from vggsweep.tracking.results import CONFIDENCE_COLUMNS, EXTRA_METRIC_COLUMNS, rank_trials
@@ -149,14 +150,13 @@ def write_table(trials: pd.DataFrame, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     suffix = check_table_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        trials.to_csv(path, index=False)
+    if suffix == ".csv":  # written beside, then renamed: never a truncated file
+        with atomic_path(path) as tmp:
+            trials.to_csv(tmp, index=False)
     elif suffix == ".md":
-        path.write_text(format_markdown(trials), encoding="utf-8")
+        atomic_write(path, format_markdown(trials))
     else:
-        page = f"<!doctype html>\n<meta charset=\"utf-8\">\n{table_html(trials)}\n"
-        path.write_text(page, encoding="utf-8")
+        atomic_write(path, f"<!doctype html>\n<meta charset=\"utf-8\">\n{table_html(trials)}\n")
     return path
 
 

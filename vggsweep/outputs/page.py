@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vggsweep.runtime.files import atomic_write
 from vggsweep.outputs import leaderboard
 from vggsweep.tracking import results, store
 from vggsweep.outputs.plots import SWEEP_PLOTS
@@ -167,7 +168,4 @@ def render_report(
         f"<title>Sweep report: {_escape(experiment)}</title><style>{STYLE}</style></head>\n<body>\n"
         + "\n".join(sections) + "\n</body></html>\n"
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return atomic_write(path, page)  # written beside, then renamed: never a truncated file

@@ -17,7 +17,7 @@ import pandas as pd
 
 from vggsweep.outputs import leaderboard, page, plots
 from vggsweep.tracking import results, store
-from vggsweep.errors import ResultsError
+from vggsweep.errors import InfrastructureError, ResultsError
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def write_plots_and_report(trials: pd.DataFrame, client, sweep_dir: str | os.Pat
             trials, dict(written), sweep_dir / page.REPORT_NAME,
             experiment=experiment, tracking_uri=tracking_uri, sweep_dir=sweep_dir,
         )
+    except InfrastructureError:  # a full disk: said once, by the caller
+        raise
     except Exception as error:  # noqa: BLE001 - the CSV and plots are already on disk
         logger.warning("vggsweep: report.html failed: %s", error)
     return written
@@ -92,6 +94,8 @@ def write_sweep_outputs(
     try:
         outputs.update(write_plots_and_report(trials, client, sweep_dir, experiment,
                                               tracking_uri))
+    except InfrastructureError:  # a full disk, the store away: said once, by the caller
+        raise
     except Exception as error:  # noqa: BLE001 - the CSV is written; the rest is best effort
         logger.warning("vggsweep: sweep plots/report failed: %s", error)
     job_run_ids = parent_run_ids if parent_run_ids is not None else sorted(
@@ -139,5 +143,7 @@ def _log_sweep_artifacts(client, run_ids: Iterable[str], paths: Sequence[Path]) 
         for path in paths:
             try:
                 client.log_artifact(run_id, str(path), "sweep_plots")
+            except InfrastructureError:  # a full disk, the store away: said once, by the caller
+                raise
             except Exception as error:  # noqa: BLE001 - artifacts are a convenience copy
                 logger.warning("vggsweep: could not log %s on run %s: %s", path.name, run_id, error)

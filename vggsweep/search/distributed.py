@@ -19,6 +19,7 @@ import sys
 import time
 from concurrent import futures
 
+from vggsweep.errors import EXIT_INFRASTRUCTURE, InfrastructureError
 from vggsweep.runtime import accelerator
 
 MAX_RESTARTS = 3
@@ -114,6 +115,9 @@ def _supervise(chief: Chief, job, envs: dict, report) -> None:
         code = process.poll()
         if code is None or code == 0 or worker_id in chief.failed:
             continue
+        if code == EXIT_INFRASTRUCTURE:  # its trial stays ongoing: the rerun trains it
+            raise InfrastructureError(f"worker {worker_id} stopped: the tracking store or a "
+                                      "disk failed it (its line above)")
         if chief.restarts.get(worker_id, 0) < MAX_RESTARTS:
             chief.restarts[worker_id] = chief.restarts.get(worker_id, 0) + 1
             report.note(f"worker {worker_id} ended with code {code}; starting it again "

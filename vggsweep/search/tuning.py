@@ -19,18 +19,34 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from vggsweep.errors import ModelConfigError, NonFiniteLoss
+from vggsweep.errors import (
+    InfrastructureError,
+    ModelConfigError,
+    NonFiniteLoss,
+    TrackingUnavailable,
+    one_line,
+)
 from vggsweep.models import training
-from vggsweep.runtime import accelerator
+from vggsweep.runtime import accelerator, files
 from vggsweep.runtime.files import atomic_write_json, project_lock
 from vggsweep.search import internals
 from vggsweep.search.trialspace import TrialSpace
+from vggsweep.tracking import faults
 
 CHECKPOINT = "checkpoint.weights.h5"
 #: The kept model (the job's best trial's) lives in <project>/kept/trial_<id>.keras, beside its
 #: test predictions (for the pictures); its path is a tag of that trial's run.
 KEPT_DIR = "kept"
 IDLE_WAIT_S = 0.5
+
+
+class StopSearch(kt.errors.FatalError):
+    """Carries an infrastructure error out of keras-tuner's search loop, which turns any other
+    error of a trial into a failed (or retried) trial; `SweepTuner.search` raises the cause."""
+
+    def __init__(self, cause: InfrastructureError):
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 @dataclass
@@ -75,7 +91,8 @@ class TrialCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         if self.record:
-            self.job.tracker.log_epoch(self.run, logs, epoch)
+            self.job.tracker.log_epoch(self.run, logs, epoch)  # queued: training goes on
+        self.job.tracker.check()  # the store away past the bound, or a full disk: stop here
         if not self.job.prune or "val_accuracy" not in logs:
             return
         value = float(logs["val_accuracy"])
@@ -130,18 +147,46 @@ class SweepTuner(internals.TunerHooks, kt.Tuner):
         self.job.progress.trial_begin(trial.trial_id,
                                       {k: v for k, v in values.items() if k in searched})
 
+    def search(self, *fit_args, **fit_kwargs):
+        """keras-tuner's search; an infrastructure failure ends it with its own error (the
+        trial under way stays ongoing in the oracle's saved state: the rerun trains it)."""
+        try:
+            return super().search(*fit_args, **fit_kwargs)
+        except StopSearch as stop:
+            raise stop.cause from None
+
     def run_trial(self, trial, splits, **_):
         values = self.trial_space.typed_values(dict(trial.hyperparameters.values))
         model_kwargs, optimizer_kwargs = self.trial_space.point(values)
         params = {**values, **{k: v for k, v in model_kwargs.items() if k not in values},
                   "seed": self.job.seed + int(trial.trial_id), **self.job.trial_params}
         tags = {**self.job.trial_tags, "activation": model_kwargs["activation"]}
-        with self.job.tracker.trial_run(trial.trial_id, params, tags) as run:
-            try:
-                return self._train_and_record(trial, run, values, splits, model_kwargs,
-                                              optimizer_kwargs)
-            except (NonFiniteLoss, ModelConfigError) as error:
-                raise kt.errors.FailedTrialError(str(error)) from error
+        try:
+            with self.job.tracker.trial_run(trial.trial_id, params, tags) as run:
+                try:
+                    return self._train_and_record(trial, run, values, splits, model_kwargs,
+                                                  optimizer_kwargs)
+                except Exception as error:
+                    raise self._classified(error) from error
+        except InfrastructureError as error:
+            raise StopSearch(error) from error
+
+    def _classified(self, error: Exception) -> Exception:
+        """What a trial's error means: the infrastructure's (the store away, a full disk: the
+        run ends KILLED with the cause, the search stops, the trial runs again on rerun), or the
+        trial's own (it diverged, cannot be built, its training raised: FAILED, the search
+        goes on)."""
+        if isinstance(error, InfrastructureError):
+            return error
+        if files.is_disk_full(error):
+            return files.disk_full_error(getattr(error, "filename", None) or self.project_dir)
+        if faults.classify(error) == faults.AWAY:
+            return TrackingUnavailable(f"the tracking store did not answer: {one_line(error)}")
+        if isinstance(error, kt.errors.FailedTrialError):
+            return error
+        message = str(error) if isinstance(error, (NonFiniteLoss, ModelConfigError)) else (
+            f"{type(error).__name__}: {one_line(error)}")
+        return kt.errors.FailedTrialError(message)
 
     def _train_and_record(self, trial, run, values, splits, model_kwargs, optimizer_kwargs):
         budget = self.job.budget
@@ -183,7 +228,7 @@ class SweepTuner(internals.TunerHooks, kt.Tuner):
         if fit.stopped_by is None:
             self._keep(trial.trial_id, run, best.model, mean_val, predictions)
         elif self.job.keep == "all":
-            best.model.save_weights(self._checkpoint(trial.trial_id))
+            self._save_weights(best.model, trial.trial_id)
         self.job.progress.trial_end(trial.trial_id, mean_val, test["test_accuracy"],
                                     fit.train_time_s, note=fit.stopped_by)
         return result
@@ -191,25 +236,25 @@ class SweepTuner(internals.TunerHooks, kt.Tuner):
     def _checkpoint(self, trial_id: str) -> str:
         return os.path.join(self.get_trial_dir(trial_id), CHECKPOINT)
 
+    def _save_weights(self, model, trial_id: str) -> None:
+        with files.atomic_path(self._checkpoint(trial_id), needed=4 * model.count_params()) as tmp:
+            model.save_weights(tmp)
+
     def _keep(self, trial_id: str, run, model, score: float, predictions) -> None:
         """Keeps the model on disk if the store ranks this trial first in its job (the one
         ranking: `results.rank_key`), records where on the trial's run, and deletes the model
         it replaces; and every trial's weights for Hyperband, which resumes promoted trials."""
         if self.job.keep == "all":
-            model.save_weights(self._checkpoint(trial_id))
+            self._save_weights(model, trial_id)
         folder = Path(self.project_dir) / KEPT_DIR
         with project_lock(Path(self.project_dir)):  # workers keep their models one at a time
             if not self.job.tracker.ranks_first(run, score):
                 return
-            folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"trial_{trial_id}.keras"
-            tmp = folder / f".tmp-{os.getpid()}-{path.name}"
-            model.save(tmp)
-            os.replace(tmp, path)
-            tmp = folder / f".tmp-{os.getpid()}-predictions.npy"
-            with open(tmp, "wb") as handle:
+            with files.atomic_path(path, needed=4 * model.count_params()) as tmp:
+                model.save(tmp)
+            with files.atomic_path(predictions_path(path)) as tmp, open(tmp, "wb") as handle:
                 np.save(handle, np.asarray(predictions, dtype=np.int16))
-            os.replace(tmp, predictions_path(path))
             self.job.tracker.record_kept_model(run, path)
             for other in folder.glob("trial_*"):
                 if not other.name.startswith(f"trial_{trial_id}."):

@@ -11,7 +11,7 @@ from vggsweep.tracking import internals
 
 
 def log(client, experiment_id: str, parent_id: str, model, example, *, step: int = 0,
-        metrics: dict | None = None) -> str:
+        metrics: dict | None = None, tags: dict | None = None) -> str:
     """Logs `model` as the job's MLflow logged model on its parent run (signature, input
     example, the job's params, `metrics`); returns its URI (`models:/<id>`), loadable with
     `mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True})`."""
@@ -23,7 +23,7 @@ def log(client, experiment_id: str, parent_id: str, model, example, *, step: int
 
     params = {k: v[:6000] for k, v in client.get_run(parent_id).data.params.items()}
     logged = client.create_logged_model(experiment_id, name="best_model",
-                                        source_run_id=parent_id, params=params,
+                                        source_run_id=parent_id, params=params, tags=tags,
                                         model_type="keras image classifier")
     try:
         with tempfile.TemporaryDirectory() as tmp:

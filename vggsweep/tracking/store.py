@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
 from vggsweep.errors import ResultsError, StoreError
-from vggsweep.runtime import interrupts
+from vggsweep.runtime import files, interrupts
+from vggsweep.tracking import faults
 
 # Tags of the data contract (parent run per Hydra job, nested child run per trial).
 ROLE = "vggsweep.role"  # job | trial | confidence
@@ -29,6 +31,8 @@ WORKER = "vggsweep.worker"  # the tuner worker that trained a trial
 PRUNED = "vggsweep.pruned"  # "true" on a trial the pruner stopped early
 KEPT_MODEL = "vggsweep.kept_model"  # on the job's best trial: where its model is kept on disk
 SOURCE_RUN = "vggsweep.source_run"  # on a confidence run: the trial it retrains
+ATTEMPT = "vggsweep.attempt"  # a client-made id on a created run: a retried creation finds it
+LOGGED_FROM = "vggsweep.logged_from"  # on a job's logged model: the trial run it was kept from
 PARENT = "mlflow.parentRunId"
 EXPERIMENT_KIND = "mlflow.experimentKind"  # how the MLflow UI opens the experiment
 TRAINING_KIND = "custom_model_development"  # the UI's model-training view (not GenAI)
@@ -52,7 +56,7 @@ MANIFEST = ".vggsweep-sweep.json"
 def write_manifest(sweep_dir: Path, manifest: dict) -> None:
     import json
 
-    (Path(sweep_dir) / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    files.atomic_write(Path(sweep_dir) / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def read_manifest(sweep_dir: str | os.PathLike | None) -> dict:
@@ -180,10 +184,16 @@ def creation_lock(uri: str):
 
 class GuardedClient:
     """An MlflowClient whose every call is one uninterrupted step: a signal waits for the call
-    to return (`interrupts.deferred`), and a call SQLite refuses as locked is retried."""
+    to return (`interrupts.deferred`), a call SQLite refuses as locked is retried, and while the
+    store is away the call is tried again until it answers or `tracking.outage_s` has passed
+    (`faults`): then TrackingUnavailable, or DiskFull at once for a full disk, one line each.
+    A `create_run` (or `create_logged_model`) tried again is first looked for by a tag of ours,
+    so that a request the store carried out but whose answer was lost makes no second run."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, uri: str | None = None):
         self.inner = inner
+        self.uri = uri or str(getattr(inner, "tracking_uri", ""))
+        self.health = faults.health(self.uri)
 
     def __getattr__(self, name):
         attribute = getattr(self.inner, name)
@@ -191,18 +201,74 @@ class GuardedClient:
             return attribute
 
         def guarded(*args, **kwargs):
-            with interrupts.deferred():
-                return retry(attribute, *args, **kwargs)
+            return self.call(attribute, *args, **kwargs)
 
         guarded.__name__ = name
         return guarded
+
+    def call(self, function, *args, recover=None, **kwargs):
+        """`function(*args, **kwargs)` until the store answers (bounded); `recover()`, asked
+        before each new try, returns what an earlier try did (None: nothing)."""
+        tried = False
+        while True:
+            if tried and recover is not None:
+                found = self.call(recover)
+                if found is not None:
+                    return found
+            started = time.monotonic()
+            try:
+                with interrupts.deferred():
+                    result = retry(function, *args, **kwargs)
+            except Exception as error:
+                problem = faults.fault(error, self.health, local_store_path(self.uri), started)
+                if problem is error:
+                    raise
+                if problem is not None:
+                    raise problem from error
+                tried = True
+                time.sleep(self.health.pause())  # outside `deferred`: Ctrl-C stops the wait
+                continue
+            self.health.succeeded()
+            return result
+
+    def create_run(self, experiment_id, *args, tags=None, **kwargs):
+        attempt = uuid.uuid4().hex
+
+        def created():
+            runs = self.inner.search_runs([experiment_id], f"tags.`{ATTEMPT}` = '{attempt}'",
+                                          max_results=1)
+            return runs[0] if runs else None
+
+        return self.call(self.inner.create_run, experiment_id, *args,
+                         tags={**(tags or {}), ATTEMPT: attempt}, recover=created, **kwargs)
+
+    def create_logged_model(self, experiment_id, *args, tags=None, **kwargs):
+        attempt = uuid.uuid4().hex
+
+        def created():
+            found = self.inner.search_logged_models(
+                [experiment_id], filter_string=f"tags.`{ATTEMPT}` = '{attempt}'", max_results=1)
+            return found[0] if found else None
+
+        return self.call(self.inner.create_logged_model, experiment_id, *args,
+                         tags={**(tags or {}), ATTEMPT: attempt}, recover=created, **kwargs)
 
 
 def client(uri: str) -> GuardedClient:
     """An MlflowClient for `uri` (the store itself is opened on first use), guarded."""
     from mlflow import MlflowClient
 
-    return GuardedClient(MlflowClient(uri))
+    quiet_store_errors()
+    faults.configure_http()
+    return GuardedClient(MlflowClient(uri), uri)
+
+
+def quiet_store_errors() -> None:
+    """MLflow logs each failed SQL statement with its traceback before raising it; vggsweep says
+    what the failure means in one line (a full disk would print a traceback per write)."""
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def prepare(uri: str, experiment: str, tags: dict | None = None) -> str:

@@ -5,8 +5,12 @@ retraining. `run`, `tuning`, the workers and `confidence` call `JobTracker`'s me
 imports MLflow. Everything goes through `MlflowClient` with explicit run ids (no fluent active-run
 state), so threads, workers and processes can share a store. Every run opened here ends FINISHED,
 FAILED (reason in the tag `vggsweep.failure_reason`) or KILLED, also when an exception or an
-interrupt goes through. A rerun of the same job reuses its parent run and marks the runs a killed
-process left RUNNING as KILLED.
+interrupt goes through. A rerun of the same job reuses its parent run, writes first what an earlier
+attempt left in its outbox, and marks the runs a killed process left RUNNING as KILLED.
+
+Training never waits for the store: a trial's records are queued in an outbox (in order, kept on
+disk, exactly once in effect); reads wait for the queue to be written, bounded by
+`tracking.outage_s`, after which TrackingUnavailable says since when the store has been away.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from vggsweep.errors import one_line
-from vggsweep.tracking import results, store
+from vggsweep.errors import InfrastructureError, one_line
+from vggsweep.tracking import faults, results, store
 
 
 def git_commit() -> str:
@@ -40,10 +44,11 @@ def git_commit() -> str:
 
 
 def status_for(error: BaseException | None) -> str:
-    """The MLflow status a run ends with after `error` (None: it ended normally)."""
+    """The MLflow status a run ends with after `error` (None: it ended normally). A run cut
+    short by the infrastructure (the store away, a full disk) is KILLED: it runs again."""
     if error is None:
         return "FINISHED"
-    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+    if isinstance(error, (KeyboardInterrupt, SystemExit, InfrastructureError)):
         return "KILLED"
     return "FAILED"
 
@@ -58,30 +63,98 @@ def _param(value) -> str:
     return str(value)
 
 
-def _metrics(values: dict, step: int = 0) -> list:
-    from mlflow.entities import Metric
-
+def _batch(run_id: str, metrics: dict | None = None, step: int = 0, tags: dict | None = None,
+           params: dict | None = None) -> dict:
+    """An outbox record: metrics stamped now (a record written again keeps its timestamp, so
+    the store keeps one point), tags, params."""
     now = int(time.time() * 1000)
-    return [Metric(key, float(value), now, step) for key, value in values.items()
-            if value is not None]
+    return {"op": "batch", "run": run_id,
+            "metrics": [[k, float(v), now, int(step)] for k, v in (metrics or {}).items()
+                        if v is not None],
+            "tags": [[k, str(v)] for k, v in (tags or {}).items()],
+            "params": [[k, _param(v)[:6000]] for k, v in (params or {}).items()]}
 
 
 class JobTracker:
-    """The MLflow side of one job: its parent run and the child runs of its trials."""
+    """The MLflow side of one job: its parent run and the child runs of its trials.
 
-    def __init__(self, uri: str, experiment: str, job_key: str, tags: dict):
+    Writes go through an outbox (`vggsweep.tracking.outbox`: in order, kept on disk, written
+    by a thread, so training never waits for the store) when `outbox` names its file; reads
+    first wait until every write is in (bounded by `outage_s`). Without `outbox`, each write is
+    made at once.
+
+    Args:
+        outbox: the outbox file of this process (<project>/outbox/<job|worker>.jsonl).
+        outage_s: how long to wait for the store (`tracking.outage_s`).
+        label: the job's prefix for the lines about the store.
+        adopt: take over the records other processes of the job left beside `outbox`.
+    """
+
+    def __init__(self, uri: str, experiment: str, job_key: str, tags: dict, *,
+                 outbox: Path | None = None, outage_s: float | None = None, label: str = "",
+                 adopt: bool = False):
         self.uri = uri
+        faults.configure(uri, outage_s, label)
         self.client = store.client(uri)
         self.experiment_id = store.prepare(uri, experiment)
         self.job_key = job_key
         self.tags = {k: str(v) for k, v in tags.items()}
         self.parent_id: str | None = None
+        self._failed: set[str] = set()  # runs whose failure reason this process recorded
+        self.outbox = None
+        if outbox is not None:
+            from vggsweep.tracking.outbox import Outbox
+
+            self.outbox = Outbox(store.client(uri).inner, uri, Path(outbox))
+            for other in sorted(Path(outbox).parent.glob("*.jsonl")) if adopt else ():
+                if other != Path(outbox):
+                    self.outbox.adopt(other)
+
+    # ----------------------------------------------------------------------------------------
+    # Writes (queued) and the waits before reads.
+
+    def _put(self, record: dict) -> None:
+        if self.outbox is not None:
+            self.outbox.put(record)
+        else:
+            from vggsweep.tracking.outbox import send
+
+            self.client.call(send, self.client.inner, record)
+
+    def sync(self) -> None:
+        """Waits until every queued write is in the store (bounded)."""
+        if self.outbox is not None:
+            self.outbox.flush()
+
+    def check(self) -> None:
+        """Raises when the store has been away past the bound or a disk is full (a trial's
+        epochs call it: training goes on meanwhile, never past the bound)."""
+        if self.outbox is not None:
+            self.outbox.check()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Writes what is queued (briefly after an interrupt); what is left stays in the
+        outbox file for the rerun, and the job's error says so."""
+        if self.outbox is None:
+            return
+        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
+        left = self.outbox.close(wait=True, wait_s=10.0 if interrupted else None)
+        if not left:
+            return
+        note = f"{left} unsaved tracking records {self.outbox.kept()}"
+        if isinstance(error, InfrastructureError):
+            error.args = (f"{error}; {note}",)
+        elif error is None:
+            problem = self.outbox.error or faults.health(self.uri).error()
+            problem.args = (f"{problem}; {note}",)
+            raise problem
 
     # ----------------------------------------------------------------------------------------
     # The parent run.
 
     def find_parent(self) -> str | None:
         """The parent run of an earlier attempt at this job, if any."""
+        self.sync()
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{store.JOB_KEY}` = '{self.job_key}' and "
@@ -91,75 +164,81 @@ class JobTracker:
 
     @contextlib.contextmanager
     def parent_run(self, run_name: str, params: dict | None = None):
-        """Opens (or reopens) the job's parent run; ends it with a status whatever happens."""
+        """Opens (or reopens) the job's parent run; ends it with a status whatever happens.
+        The records an earlier attempt left unsaved are written first."""
         existing = self.find_parent()
         tags = {**self.tags, store.ROLE: "job", store.JOB_KEY: self.job_key}
         if existing:
             self.parent_id = existing
-            self.client.update_run(existing, status="RUNNING")
-            self._set_tags(existing, {**tags, store.RESUMED: "true"})
-            if store.FAILURE_REASON in self.client.get_run(existing).data.tags:
-                self.client.delete_tag(existing, store.FAILURE_REASON)
+            self._put({"op": "status", "run": existing, "status": "RUNNING"})
+            self._put(_batch(existing, tags={**tags, store.RESUMED: "true"}))
+            self._put({"op": "untag", "run": existing, "key": store.FAILURE_REASON})
         else:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
             self.parent_id = run.info.run_id
             if params:
                 self.log_params(self.parent_id, params)
-        self.kill_orphans()
         error = None
         try:
+            self.kill_orphans()
             yield self.parent_id
         except BaseException as caught:
             error = caught
             raise
         finally:
             self._end(self.parent_id, error)
+            self.close(error)
 
     def attach(self, parent_id: str) -> None:
         """Writes trials under an existing parent run (a worker of a job another process runs)."""
         self.parent_id = parent_id
 
     def log_params(self, run_id: str, params: dict) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, _param(v)[:6000]) for k, v in params.items()]
+        items = list(params.items())
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run_id, params=items[start:start + 100])
+            self._put(_batch(run_id, params=dict(items[start:start + 100])))
 
     def log_config(self, config: dict) -> None:
         self.client.log_dict(self.parent_id, config, "config.yaml")
 
     def finish_job(self, metrics: dict) -> None:
-        self.client.log_batch(self.parent_id, metrics=_metrics(metrics))
+        """The job's summary on its run; nothing when the run holds it already (a rerun of a
+        finished job logs nothing new: `job_time_s` is the first complete run's)."""
+        self.sync()
+        recorded = self.client.get_run(self.parent_id).data.metrics
+        if all(recorded.get(k) == v for k, v in metrics.items() if k != "job_time_s"):
+            return
+        self._put(_batch(self.parent_id, metrics))
 
     def fail_parent(self, reason: str) -> None:
         """Records why the job failed (its run then ends FAILED)."""
-        self.client.set_tag(self.parent_id, store.FAILURE_REASON, reason[:500])
-
-    def _set_tags(self, run_id: str, tags: dict) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._failed.add(self.parent_id)
+        self._put(_batch(self.parent_id, tags={store.FAILURE_REASON: reason[:500]}))
 
     def _end(self, run_id: str, error: BaseException | None) -> None:
-        """Ends the run with the status `error` calls for; the status is written even when
-        writing the reason fails (the run is never left RUNNING by a failed tag)."""
+        """Ends the run with the status `error` calls for, and why; the status is written even
+        when writing the reason fails (the run is never left RUNNING by a failed tag)."""
         status = status_for(error)
+        reason = None
+        if isinstance(error, InfrastructureError) or status == "FAILED":
+            reason = one_line(error)
+        elif status == "KILLED":
+            reason = "interrupted"
+        elif run_id in self._failed:
+            status = "FAILED"
         try:
-            if error is not None and status == "FAILED":
-                self.client.set_tag(run_id, store.FAILURE_REASON, one_line(error))
-            if error is None and store.FAILURE_REASON in self.client.get_run(run_id).data.tags:
-                status = "FAILED"
-            if status == "KILLED":
-                self.client.set_tag(run_id, store.FAILURE_REASON, "interrupted")
+            if reason:
+                self._put(_batch(run_id, tags={store.FAILURE_REASON: reason}))
         finally:
-            self.client.set_terminated(run_id, status)
+            self._put({"op": "end", "run": run_id, "status": status,
+                       "time": int(time.time() * 1000)})
 
     # ----------------------------------------------------------------------------------------
     # Trial runs.
 
     def children(self, extra: str = "") -> list:
         """The trial runs under this job's parent run, optionally filtered (`extra`)."""
+        self.sync()
         query = (f"tags.`{store.PARENT}` = '{self.parent_id}' and "
                  f"tags.`{store.ROLE}` = 'trial'")
         if extra:
@@ -169,13 +248,15 @@ class JobTracker:
     def _kill(self, runs, reason: str) -> None:
         for run in runs:
             if run.info.status != "KILLED":
-                self.client.set_tag(run.info.run_id, store.FAILURE_REASON, reason)
-                self.client.set_terminated(run.info.run_id, "KILLED")
+                self._put(_batch(run.info.run_id, tags={store.FAILURE_REASON: reason}))
+                self._put({"op": "end", "run": run.info.run_id, "status": "KILLED",
+                           "time": int(time.time() * 1000)})
 
     def kill_orphans(self) -> None:
-        """Marks runs a killed process left RUNNING under this parent as KILLED."""
+        """Marks runs a killed process left RUNNING under this parent as KILLED (keras-tuner
+        runs their trials again: they were ongoing when the process ended)."""
         self._kill(self.children("attributes.status = 'RUNNING'"),
-                   "interrupted: the process ended while this trial was running; the trial was "
+                   "interrupted: the process ended while this trial was running; the trial is "
                    "run again")
 
     def supersede_all(self, reason: str) -> None:
@@ -201,9 +282,9 @@ class JobTracker:
             self.experiment_id, run_name=name,
             tags={**{k: str(v) for k, v in tags.items()}, store.ROLE: role,
                   store.JOB_KEY: self.job_key, store.PARENT: self.parent_id})
-        self.log_params(run.info.run_id, params)
         error = None
         try:
+            self.log_params(run.info.run_id, params)
             yield run
         except BaseException as caught:
             error = caught
@@ -212,19 +293,16 @@ class JobTracker:
             self._end(run.info.run_id, error)
 
     def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
-        self.client.log_batch(run_id, metrics=_metrics(metrics, step))
+        self._put(_batch(run_id, metrics, step))
 
     def log_epoch(self, run, logs: dict, epoch: int) -> None:
-        """One epoch's metrics of a trial, in one batch, at step = epoch (0-based)."""
-        self.client.log_batch(run.info.run_id, metrics=_metrics(logs, epoch))
+        """One epoch's metrics of a trial, in one batch, at step = epoch (0-based): queued."""
+        self._put(_batch(run.info.run_id, logs, epoch))
 
     def finish_trial(self, run, metrics: dict, pruned: str | None = None) -> None:
         """A trial's final metrics (the kept model's), and whether the pruner stopped it."""
-        from mlflow.entities import RunTag
-
-        tags = [RunTag(store.PRUNED, "true"), RunTag("vggsweep.pruned_reason", pruned)] \
-            if pruned else []
-        self.client.log_batch(run.info.run_id, metrics=_metrics(metrics), tags=tags)
+        tags = {store.PRUNED: "true", "vggsweep.pruned_reason": pruned} if pruned else {}
+        self._put(_batch(run.info.run_id, metrics, tags=tags))
 
     def trial_counts(self) -> dict:
         """FINISHED / FAILED / KILLED child runs under the parent (PRUNED ones are FINISHED)."""
@@ -256,7 +334,7 @@ class JobTracker:
 
     def record_kept_model(self, run, path) -> None:
         """Records on the trial's run where its model is kept (the job's best, so far)."""
-        self.client.set_tag(run.info.run_id, store.KEPT_MODEL, str(path))
+        self._put(_batch(run.info.run_id, tags={store.KEPT_MODEL: str(path)}))
 
     def first_failure(self) -> str:
         for run in self.children("attributes.status = 'FAILED'"):
@@ -271,13 +349,28 @@ class JobTracker:
     def log_artifact(self, path: str | os.PathLike, folder: str) -> None:
         self.client.log_artifact(self.parent_id, str(path), folder)
 
-    def log_model(self, model, example, step: int = 0, metrics: dict | None = None) -> str:
-        """Logs `model` as the job's MLflow logged model (`vggsweep.tracking.logged_model`);
-        returns its URI (`models:/<id>`)."""
+    def logged_model_of(self, trial_run) -> bool:
+        """Whether the job's run holds the model kept from `trial_run` already (a rerun of a
+        finished job logs it once)."""
+        from mlflow.entities import LoggedModelStatus
+
+        self.sync()
+        found = self.client.search_logged_models(
+            [self.experiment_id],
+            filter_string=f"source_run_id = '{self.parent_id}' AND "
+                          f"tags.`{store.LOGGED_FROM}` = '{trial_run.info.run_id}'")
+        return any(model.status == LoggedModelStatus.READY for model in found)
+
+    def log_model(self, model, example, step: int = 0, metrics: dict | None = None,
+                  trial_run=None) -> str:
+        """Logs `model` as the job's MLflow logged model (`vggsweep.tracking.logged_model`),
+        tagged with the trial run it was kept from; returns its URI (`models:/<id>`)."""
         from vggsweep.tracking import logged_model
 
+        self.sync()
+        tags = {store.LOGGED_FROM: trial_run.info.run_id} if trial_run is not None else {}
         return logged_model.log(self.client, self.experiment_id, self.parent_id, model, example,
-                                step=step, metrics=metrics)
+                                step=step, metrics=metrics, tags=tags)
 
 
 def _kept(run) -> float | None:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from vggsweep.errors import DiskFull
 from vggsweep.outputs.plots.accuracy_vs_time import accuracy_vs_time_png
 from vggsweep.tracking.results import pareto_front
 from vggsweep.outputs.plots.common import finished_trials, message_png, varying_columns
@@ -82,6 +83,8 @@ def sweep_plots(
     for name, plot in SWEEP_PLOTS.items():
         try:
             written[name] = plot.draw(trials, histories, out_dir / f"{name}.png")
+        except DiskFull:  # the others cannot be written either: one line, from the caller
+            raise
         except Exception as error:  # noqa: BLE001 - one broken plot must not cost the others
             logger.warning("vggsweep: plot %s failed: %s", name, error)
     return written

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vggsweep.runtime.files import atomic_path
 from vggsweep.tracking.results import hyperparameter_columns
 
 METRIC_LABELS = {
@@ -34,8 +35,8 @@ def figure(width: float, height: float):
 
 def save(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", facecolor="white")
+    with atomic_path(path) as tmp:  # written beside, then renamed: never a truncated file
+        fig.savefig(tmp, format="png", facecolor="white")
     return path
 
 
