@@ -69,3 +69,16 @@ def test_the_shared_view_groups_each_jobs_runs_and_keeps_the_accuracy_sort():
     envelope = json.loads(ui.experiment_tags()[ui.VIEW_TAG])
     assert json.loads(envelope["state"]) == state and len(ui.experiment_tags()[ui.VIEW_TAG]) < 20000
     assert ui.app_installed()  # `make install` registers the app plugin with MLflow
+
+
+def test_an_experiment_an_earlier_vggsweep_made_gets_the_current_view(tmp_path):
+    from vggsweep.tracking import store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    old = json.dumps({"name": "vggsweep sweep", "createdAt": 1, "state": json.dumps(
+        {"orderByKey": "metrics.`val_accuracy_kept`", "runsExpanded": {}})})
+    experiment_id = store.prepare(uri, "old", {ui.VIEW_TAG: old})
+    assert ui.prepare(uri, "old") == experiment_id
+    tags = store.client(uri).get_experiment(experiment_id).tags
+    assert json.loads(json.loads(tags[ui.VIEW_TAG])["state"]) == ui.view_state()
+    assert tags["mlflow.experimentKind"] == "custom_model_development"

@@ -180,7 +180,7 @@ def main() -> None:
         from vggsweep.tracking import ui
 
         for uri, experiment in plan.targets:
-            store.prepare(uri, experiment, ui.experiment_tags())
+            ui.prepare(uri, experiment)
     except ConfigError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from vggsweep.runtime.files import atomic_write
 from vggsweep.outputs import leaderboard
 from vggsweep.outputs.plots import SWEEP_PLOTS
+from vggsweep.runtime.files import atomic_write
 from vggsweep.tracking import agreement, results, store
 
 REPORT_NAME = "report.html"

@@ -67,6 +67,21 @@ def experiment_tags() -> dict:
     return {store.EXPERIMENT_KIND: store.TRAINING_KIND, VIEW_TAG: json.dumps(envelope)}
 
 
+def prepare(uri: str, experiment: str) -> str:
+    """Creates the store and the experiment if needed, with `experiment_tags`; an experiment
+    whose shared view an earlier vggsweep wrote gets this one's. Returns the experiment's id."""
+    experiment_id = store.prepare(uri, experiment, experiment_tags())
+    mlflow_client = store.client(uri)
+    recorded = mlflow_client.get_experiment(experiment_id).tags.get(VIEW_TAG, "")
+    try:
+        current = json.loads(recorded).get("state") == json.dumps(view_state())
+    except (ValueError, AttributeError):
+        current = False
+    if not current:
+        mlflow_client.set_experiment_tag(experiment_id, VIEW_TAG, experiment_tags()[VIEW_TAG])
+    return experiment_id
+
+
 def runs_url(base: str, experiment_id: str) -> str:
     """The UI's runs table of an experiment, in the model-training view, with the shared view."""
     return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
