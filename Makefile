@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install vggsweep with its dependencies
 
-demo: install  ## a small real multirun on the bundled digits (offline, about 2 minutes)
+demo: install  ## a small real multirun on the bundled digits (offline, ~1½ min on 2 CPU cores)
 	$(PY) -m vggsweep -m model=cnn,mlp activation=relu,tanh data=digits budget=demo experiment=demo
 
 lint: install  ## ruff, and the layers of vggsweep/ checked by import-linter (pyproject.toml)
@@ -39,8 +39,8 @@ test-fast: install  ## the inner loop: the suite without its subprocess and slow
 test-all: install  ## the test suite including slow tests (real MNIST)
 	$(PY) -m pytest -q -n 2 --dist loadscope -m "slow or not slow"
 
-ui: install  ## the MLflow UI on http://127.0.0.1:$(PORT) over ./mlflow.db
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)
+ui: install  ## the MLflow UI over ./mlflow.db on http://127.0.0.1:$(PORT): prints each experiment's link
+	$(PY) -m vggsweep.ui --tracking-uri sqlite:///$(CURDIR)/mlflow.db --port $(PORT)
 
 server: install  ## an MLflow tracking server on PostgreSQL at http://127.0.0.1:$(PORT) (Ctrl-C stops)
 	$(PY) -m vggsweep.server --port $(PORT) --dir $(CURDIR)/mlflow_server $(ARGS)

@@ -4,9 +4,9 @@ No training: runs are created with `MlflowClient` following the data contract of
 `vggsweep.leaderboard` (one parent run per Hydra job, one nested child run per keras-tuner trial).
 
 Sweep A (`multirun/2025-01-01/12-00-00`), two jobs:
-    cnn / relu   trials 00 (0.97), 01 (0.98), 02 FAILED (NaN loss), 03 KILLED then re-run (0.975),
-                 plus one `vggsweep.role=confidence` run the leaderboard must skip;
-    mlp / tanh   trials 00 (0.95), 01 (0.96), 02 (0.93).
+    cnn / relu   trials 00 (0.97, the reference), 01 (0.98), 02 FAILED (NaN loss), 03 KILLED then
+                 re-run (0.975), plus one `vggsweep.role=confidence` run the leaderboard must skip;
+    mlp / tanh   trials 00 (0.95), 01 (0.96), 02 (0.93), validated on other images.
 Sweep B (`multirun/2025-01-02/09-30-00`), one job with a searched activation:
     vgg16 / searched   trials 00 sigmoid (0.11), 01 relu (0.99).
 """
@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from vggsweep.tracking.store import trial_run_name
 
 SWEEP_A = "multirun/2025-01-01/12-00-00"
 SWEEP_B = "multirun/2025-01-02/09-30-00"
@@ -69,13 +71,15 @@ def _trial(client, experiment_id, parent, tags, params, status, val_history=(), 
     """Creates one finished/failed/killed trial run nested under `parent`."""
     from mlflow.entities import Param
 
+    job = parent.data.tags["vggsweep.job"]
     all_tags = {
         "mlflow.parentRunId": parent.info.run_id, "vggsweep.role": role,
-        "vggsweep.job_key": parent.data.tags["vggsweep.job_key"], **tags,
+        "vggsweep.job_key": parent.data.tags["vggsweep.job_key"], "vggsweep.job": job, **tags,
     }
     if reason:
         all_tags["vggsweep.failure_reason"] = reason
-    run = client.create_run(experiment_id, start_time=start_ms, tags=all_tags)
+    name = trial_run_name(tags["vggsweep.trial_id"], job)  # as the writer names its runs
+    run = client.create_run(experiment_id, start_time=start_ms, tags=all_tags, run_name=name)
     logged = {**params, "seed": 0, "epochs": 3, "batch_size": 64,
               "optimizer_name": "adam", "optimizer_learning_rate": params.get("learning_rate")}
     histories = {}
@@ -109,9 +113,10 @@ def _parent(client, experiment_id, sweep_dir, model, family, activation, key):
         "vggsweep.role": "job", "model": model, "family": family, "activation": activation,
         "vggsweep.job_key": key, "vggsweep.sweep_dir": str(sweep_dir),
         "vggsweep.overrides": f"model={model} activation={activation}",
-        "data": "mnist", "tuner": "random", "seed": "0",
+        "data": "mnist", "tuner": "random", "seed": "0", "vggsweep.job": f"{model}-{activation}",
     }
-    return client.create_run(experiment_id, start_time=1, tags=tags)
+    return client.create_run(experiment_id, start_time=1, tags=tags,
+                             run_name=f"{model}-{activation}")
 
 
 def _record_cnn(client, eid, recorded: RecordedSweep) -> None:
@@ -193,7 +198,33 @@ def record_sweep(root: Path) -> RecordedSweep:
     _record_cnn(client, eid, recorded)
     _record_mlp(client, eid, recorded)
     _record_vgg(client, eid, recorded)
+    _record_agreement(client, recorded)
     return recorded
+
+
+#: Which of 200 validation images each finished trial got wrong (as many as its accuracy says).
+WRONG = {"vgg16/01": [0, 1], "cnn/01": [2, 3, 4, 5], "cnn/03": [0, 2, 3, 4, 5],
+         "cnn/00": list(range(10, 16)), "vgg16/00": list(range(178))}
+VAL_LABELS = [index % 10 for index in range(200)]
+
+
+def _record_agreement(client, recorded: RecordedSweep) -> None:
+    """The tags of which validation images each trial got right (the margins): the cnn and vgg16
+    trials on the same 200 images, the mlp trials on other images; cnn/00 is its job's reference
+    trial (the space's default point)."""
+    import numpy as np
+
+    from vggsweep.tracking import agreement
+
+    for name, wrong in WRONG.items():
+        correct = np.ones(200, dtype=bool)
+        correct[wrong] = False
+        for key, value in agreement.encode(correct, VAL_LABELS).items():
+            client.set_tag(recorded.trials[name], key, value)
+    for name in ("mlp/00", "mlp/01", "mlp/02"):
+        for key, value in agreement.encode(np.ones(200, dtype=bool), VAL_LABELS[::-1]).items():
+            client.set_tag(recorded.trials[name], key, value)
+    client.set_tag(recorded.trials["cnn/00"], "vggsweep.reference", "true")
 
 
 if __name__ == "__main__":  # a quick manual look: python tests/results_fixtures.py

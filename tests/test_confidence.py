@@ -38,10 +38,14 @@ def test_top_trials_are_retrained_with_seeds_and_recorded(isolated, capsys):
                                    "tags.`vggsweep.role` = 'confidence'")
     assert len(retrained) == 4 and all(r.info.status == "FINISHED" for r in retrained)
     assert {r.data.params["hidden_units"] for r in retrained} <= {"16", "32"}
+    names = {r.info.run_name for r in retrained}  # the trial's name, as the UI shows it
+    assert len(names) == 4 and all(n.startswith("mlp-relu/trial-") and "/confidence-seed-" in n
+                                   for n in names), names
+    assert {r.data.tags["vggsweep.job"] for r in retrained} == {"mlp-relu"}  # in its job's group
     source = client.get_run(summary[0]["run_id"])
     assert source.data.metrics["confidence_seeds"] == 2
     assert 0 < source.data.metrics["test_accuracy_mean"] <= 1
     text = confidence.format_summary(summary)
-    assert "best vs runner-up" in text and "±" in text
+    assert "best vs runner-up" in text and "±" in text and "mlp-relu/trial-" in text
     assert confidence_command.main(["--experiment", "nope", "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: unknown experiment")

@@ -49,10 +49,11 @@ def test_one_row_per_trial_run_skipping_jobs_and_confidence_runs(sweep, trials):
 
 def test_columns_follow_the_documented_layout(trials):
     expected = (
-        ["rank", "model", "activation", "data"] + HYPERPARAMETERS
+        ["rank", "trial", "model", "activation", "data"] + HYPERPARAMETERS
         + ["val_accuracy", "test_accuracy", "train_time_s", "param_count", "epochs_run"]
+        + ["behind_best_images", "behind_best_p"]
         + ["status", "failure_reason", "trial_id", "run_id", "parent_run_id", "job",
-           "data_sha256"]
+           "data_sha256", "reference", "logged_model"]
         + results.EXTRA_COLUMNS
     )
     assert list(trials.columns) == expected
@@ -100,6 +101,23 @@ def test_ranked_on_validation_accuracy_with_unfinished_trials_last(sweep, trials
     assert list(trials["rank"][:8]) == list(range(1, 9))
     assert trials["rank"][8:].isna().all()
     assert set(trials["status"][8:]) == {"FAILED", "KILLED"}
+
+
+def test_the_best_is_compared_image_by_image_with_the_next_and_the_reference(sweep, trials):
+    from scipy import stats
+
+    rows = trials.set_index("run_id")
+    best, runner_up = rows.loc[sweep.trials["vgg16/01"]], rows.loc[sweep.trials["cnn/01"]]
+    assert best["behind_best_images"] == 0 and pd.isna(best["behind_best_p"])
+    # the best got 4 images right that the runner-up missed, and missed 2 it got right
+    assert runner_up["behind_best_images"] == 2
+    assert runner_up["behind_best_p"] == pytest.approx(stats.binomtest(4, 6).pvalue)
+    reference = rows.loc[sweep.trials["cnn/00"]]
+    assert bool(reference["reference"]) and reference["behind_best_images"] == 4
+    assert rows.loc[sweep.trials["vgg16/00"], "behind_best_images"] == 176
+    for name in ("mlp/00", "mlp/01", "mlp/02"):  # validated on other images: not compared
+        assert pd.isna(rows.loc[sweep.trials[name], "behind_best_images"])
+    assert trials["behind_best_images"].isna().sum() == 5  # the mlp's 3, the failed, the killed
 
 
 def test_failure_reasons_and_interrupted_trials(sweep, trials):
@@ -203,7 +221,7 @@ def test_write_table_markdown_is_a_table(trials, tmp_path):
     text = leaderboard.write_table(trials, tmp_path / "board.md").read_text()
     lines = text.strip().splitlines()
     assert len(lines) == len(trials) + 2
-    assert lines[0].startswith("| rank | model | activation |")
+    assert lines[0].startswith("| rank | trial | model | activation |")
     assert {line.count(" | ") for line in lines[2:]} == {lines[0].count(" | ")}
     assert "0.9900" in lines[2] and "NaN loss at epoch 1" in text
 
@@ -218,7 +236,7 @@ def test_write_table_html_and_unknown_format(trials, tmp_path):
 def test_format_console_rounds_and_shortens(sweep, trials):
     text = leaderboard.format_console(trials)
     lines = text.splitlines()
-    assert len(lines) == len(trials) + 2 and lines[0].split()[:3] == ["rank", "model", "activation"]
+    assert len(lines) == len(trials) + 2 and lines[0].split()[:3] == ["rank", "trial", "model"]
     best = sweep.trials["vgg16/01"]
     assert best[:8] in lines[2] and best not in text
     assert "0.9900" in lines[2] and "1.00e-04" in lines[2]
@@ -228,7 +246,12 @@ def test_cli_prints_the_top_rows(sweep, capsys):
     assert main(["--experiment", EXPERIMENT, "--tracking-uri", sweep.tracking_uri,
                  "--top", "3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 + 3 and lines[2].split()[:3] == ["1", "vgg16", "relu"]
+    # what the 3 share in one line, then the header: rank, trial, what varies, the metrics
+    assert lines[0].startswith("Same in every row: data=mnist, activation=relu, ")
+    assert len(lines) == 1 + 2 + 3 and lines[3].split()[:3] == ["1", "vgg16-searched/trial-2",
+                                                               "vgg16"]
+    assert lines[1].split()[3:5] == ["val_accuracy", "test_accuracy"]
+    assert "pool_size" not in lines[1] and "pool_size=2" in lines[0]
 
 
 def test_cli_by_group_by_and_out(sweep, capsys, tmp_path):
@@ -238,16 +261,17 @@ def test_cli_by_group_by_and_out(sweep, capsys, tmp_path):
         "--by", "train_time_s", "--group-by", "model,activation", "--out", str(out),
     ])
     assert code == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split()[:4] == ["model", "activation", "n_trials", "n_finished"]
-    assert [line.split()[0] for line in lines[2:]] == ["mlp", "cnn"]  # fastest group first
+    lines = capsys.readouterr().out.strip().splitlines()[1:]  # after the "same in every row"
+    assert lines[0].split()[:5] == ["rank", "trial", "model", "activation", "train_time_s"]
+    assert {"n_trials", "n_finished", "train_time_s_std"} <= set(lines[0].split())
+    assert [line.split()[2] for line in lines[2:]] == ["mlp", "cnn"]  # fastest group first
     assert out.read_text().count("\n") == 2 + 2
 
 
 def test_cli_uses_the_tracking_uri_from_the_environment(sweep, capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep.tracking_uri)
     assert main(["--experiment", EXPERIMENT, "--model", "mlp"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2 + 3
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 2 + 3
 
 
 @pytest.mark.parametrize(
@@ -319,7 +343,8 @@ def test_cli_subprocess_reads_mlflow_without_tensorflow(sweep):
         "sys.exit(code)", REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr
-    assert "HEAVY []" in result.stdout and len(result.stdout.strip().splitlines()) == 2 + 10 + 1
+    assert "HEAVY []" in result.stdout
+    assert len(result.stdout.strip().splitlines()) == 1 + 2 + 10 + 1
 
 
 @pytest.mark.subprocess

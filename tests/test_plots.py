@@ -71,7 +71,7 @@ def test_learning_curves_from_mlflow_histories(sweep, trials, tmp_path):
     from mlflow import MlflowClient
 
     labels = plots.top_trial_labels(trials, k=3)
-    assert list(labels.values())[0] == "#1 vgg16/relu trial 01"
+    assert list(labels.values())[0] == "#1 vgg16-searched/trial-2"  # the run's name
     histories = results.load_histories(MlflowClient(sweep.tracking_uri), labels)
     curves = plots.learning_curves_png({labels[r]: h for r, h in histories.items()},
                                        tmp_path / "c.png")
@@ -100,14 +100,41 @@ def test_importance_credits_the_hyperparameter_that_matters():
 def test_importance_with_too_few_trials_says_so(tmp_path):
     few = _synthetic_trials(3)
     assert plots.hyperparameter_importance(few).empty
+    assert plots.importance_note(few) == ("Hyperparameter importance needs at least 4 finished "
+                                          "trials; 3 trials finished so far.")
     assert_png_not_blank(plots.importance_png(few, tmp_path / "importance.png"))
 
 
-def test_empty_sweep_still_gives_readable_figures(trials, tmp_path):
-    written = plots.sweep_plots(trials.iloc[0:0], {}, tmp_path)
+def test_importance_within_noise_says_so():
+    """Six trials whose differences no hyperparameter explains: every estimate clips to 0."""
+    noise = _synthetic_trials(6).assign(
+        dropout=[0.0, 0.0, 0.25, 0.25, 0.5, 0.5],
+        filters=pd.array([16, 32, 16, 32, 16, 32], dtype="Int64"),
+        val_accuracy=[0.90, 0.95, 0.95, 0.90, 0.90, 0.95])
+    assert (plots.hyperparameter_importance(noise) == 0).all()
+    assert "no hyperparameter explains more" in plots.importance_note(noise)
+    assert plots.importance_note(_synthetic_trials(12)) is None  # dropout matters there
+
+
+def test_plots_that_cannot_say_anything_yet_are_a_sentence_each(trials, tmp_path):
+    empty = trials.iloc[0:0]
+    notes = plots.plot_notes(empty, {})
+    assert set(notes) == SWEEP_PLOTS and all(n.endswith(".") for n in notes.values())
+    (tmp_path / "importance.png").write_bytes(b"an older figure")
+    assert plots.sweep_plots(empty, {}, tmp_path, skip=notes) == {}
+    assert not list(tmp_path.glob("*.png"))  # the older figure went with it
+    written = plots.sweep_plots(empty, {}, tmp_path)  # asked for anyway: figures saying why
     assert set(written) == SWEEP_PLOTS
     for path in written.values():
         assert_png_not_blank(path)
+
+
+def test_accuracy_against_time_needs_two_trials_and_a_trade_off(tmp_path):
+    one = _synthetic_trials(1)
+    assert "needs two finished trials; 1 trial finished" in plots.accuracy_vs_time_note(one)
+    two = _synthetic_trials(2).assign(train_time_s=[1.0, 2.0], val_accuracy=[0.9, 0.8])
+    assert plots.accuracy_vs_time_note(two) is None
+    assert_png_not_blank(plots.accuracy_vs_time_png(two, tmp_path / "a.png"))
 
 
 def test_confusion_counts_and_matrix(tmp_path):

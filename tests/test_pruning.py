@@ -71,7 +71,8 @@ def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, mon
     parent = vstore.client(uri).get_run(result.parent_run_id)
     assert parent.data.metrics["trials_pruned"] == len(pruned)
     assert parent.data.metrics["epochs_saved"] == pruned["epochs_saved"].sum()
-    assert f"16 trials completed ({len(pruned)} pruned), 0 failed" in capsys.readouterr().out
+    assert (f"16 trials: {16 - len(pruned)} finished, {len(pruned)} pruned, 0 failed"
+            in capsys.readouterr().out)
     assert not [r for r in vstore.client(uri).search_runs(
         [parent.info.experiment_id]) if r.info.status == "RUNNING"]
 

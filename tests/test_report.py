@@ -87,7 +87,8 @@ def test_a_failing_plot_or_report_does_not_stop_the_csv(sweep, tmp_path, monkeyp
     for name, plot in plots.SWEEP_PLOTS.items():
         draw = broken if name == "isolation" else (
             lambda trials, histories, path: quick(trials, path))
-        monkeypatch.setitem(plots.SWEEP_PLOTS, name, plot._replace(draw=draw))
+        monkeypatch.setitem(plots.SWEEP_PLOTS, name,
+                            plot._replace(draw=draw, note=lambda trials, histories: None))
     monkeypatch.setattr(page, "render_report", broken)
     with caplog.at_level(logging.WARNING):
         written = outputs.write_sweep_outputs(tmp_path, sweep.tracking_uri, sweep.experiment,
@@ -110,6 +111,45 @@ def test_report_page_holds_the_answer_tables_and_images(sweep, sweep_outputs):
     assert page.count("<table") == 5 and best[:8] in page
     assert "Pareto set: validation accuracy against training time" in page
     assert "NaN loss at epoch 1" in page and "vgg16" not in page  # sweep B is not in this report
+
+
+def test_the_headline_says_by_how_much_the_best_wins_and_how_to_settle_it(sweep,
+                                                                          sweep_outputs):
+    page = sweep_outputs["report"].read_text()
+    headline = re.search(r'<p class="headline">(.*?)</p>', page, re.S).group(1)
+    assert "Best trial: <b>cnn-relu/trial-2</b>" in headline
+    # the runner-up (cnn/03) missed 1 image the best got right, and got none it missed
+    assert ("1 validation image more than the runner-up cnn-relu/trial-4 (McNemar p = 1: "
+            "<b>within noise</b>)") in headline
+    assert ("2 validation images more than the reference trial cnn-relu/trial-1 (McNemar "
+            "p = 0.75: <b>within noise</b>)") in headline
+    assert ("Within noise: to settle it, retrain the two best with new seeds: <code>python -m "
+            f"vggsweep.confidence --experiment {EXPERIMENT} --sweep {sweep.sweep_a_dir} --top 2 "
+            "--seeds 5 --tracking-uri") in headline
+
+
+def test_the_leaderboard_shows_rank_metrics_and_what_varies_first(sweep_outputs):
+    page = sweep_outputs["report"].read_text()
+    section = page.split("<h2>Leaderboard", 1)[1]
+    constants = re.search(r'<p class="constants">(.*?)</p>', section).group(1)
+    assert constants.startswith("Same for every trial: data=mnist, batch_size=64, ")
+    header = re.findall(r"<th>(.*?)</th>", section.split("</thead>", 1)[0])
+    assert header[:4] == ["rank", "trial", "model", "activation"]
+    assert header[4:8] == ["val_accuracy", "test_accuracy", "behind_best_images",
+                           "behind_best_p"]
+    assert "batch_size" not in header and "data" not in header  # the same for every trial
+    assert {"filters", "dropout", "l2"} <= set(header)  # they vary
+
+
+def test_a_plot_with_nothing_to_say_is_a_sentence(sweep, tmp_path):
+    written = outputs.write_sweep_outputs(tmp_path, sweep.tracking_uri, sweep.experiment,
+                                          parent_run_ids=[sweep.parents["mlp"]])
+    assert "importance" not in written and "accuracy_vs_time" in written
+    text = written["report"].read_text()
+    assert ('<p class="note" id="note-importance">Hyperparameter importance needs at least 4 '
+            "finished trials; 3 trials finished so far.</p>") in text
+    assert text.count("<img") == len(SWEEP_PLOTS) - 1
+    assert "(1 trials)" not in text
 
 
 def test_report_cli_rebuilds_the_page_for_one_sweep(sweep, capsys):
@@ -179,6 +219,8 @@ def test_a_sweep_without_trials_still_gets_its_outputs(sweep, tmp_path):
     job = client.create_run(experiment_id, tags={"vggsweep.role": "job", "model": "vgg16"})
     client.set_terminated(job.info.run_id, "FAILED")
     written = outputs.write_sweep_outputs(tmp_path / "sweep", sweep.tracking_uri, "no-trials")
-    assert set(written) == {"leaderboard", "report"} | SWEEP_PLOTS
+    assert set(written) == {"leaderboard", "report"}  # no plot has anything to show: sentences
     assert pd.read_csv(written["leaderboard"]).empty
-    assert "No trial finished. 0 trials" in written["report"].read_text()
+    text = written["report"].read_text()
+    assert "No trial finished. 0 trials" in text
+    assert text.count('<p class="note"') == len(SWEEP_PLOTS) and "<img" not in text

@@ -186,7 +186,7 @@ def test_rerun_completes_exactly_the_requested_trials_without_duplicates(resumed
     # only the interrupted trial and the remaining one ran again; trial 1/3 was not repeated
     assert "trial 1/3 started" not in rerun.stdout
     assert "trial 2/3 started" in rerun.stdout and "trial 3/3 started" in rerun.stdout
-    assert "3 trials completed, 0 failed" in rerun.stdout
+    assert "3 trials: 3 finished, 0 pruned, 0 failed" in rerun.stdout
 
 
 def test_rerun_marks_the_orphan_killed_and_reuses_the_parent(resumed):
@@ -278,7 +278,7 @@ def test_fresh_starts_the_job_over(resumed):
     assert [(r.trial_id, r.start_time >= started_ms) for r in finished] == [("0", True)]
     latest_parent = max(jobs(after), key=lambda p: p.start_time)
     assert latest_parent.metrics["trials_completed"] == 1
-    assert "1 trials completed, 0 failed" in fresh.stdout
+    assert "1 trial: 1 finished, 0 pruned, 0 failed" in fresh.stdout
 
 
 # --------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     assert set(board["run_id"]) == {t.info.run_id for t in trials}
     # the answer names the best run as the MLflow UI shows it
     best = next(t for t in trials if t.info.run_id == board["run_id"][0])
-    assert f"on digits, run {best.info.run_name}: val_accuracy" in done.stdout
+    assert f"best: {best.info.run_name} (" in done.stdout
     assert "[job 1/2 cnn-relu]" in done.stdout and "[job 2/2 mlp-relu]" in done.stdout
 
 

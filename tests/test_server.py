@@ -89,8 +89,9 @@ def test_a_sweep_records_into_the_server_and_reads_back(tracking_server, tmp_pat
     board = run_cli(["--tracking-uri", uri, "--experiment", "served"], tmp_path,
                     module="vggsweep.leaderboard")
     assert board.returncode == 0, board.stderr
-    rows = [line for line in board.stdout.splitlines()[2:] if line.strip()]
-    assert len(rows) == 2 and "mlp" in board.stdout.split()
+    # after the line of what every row shares, the header and its rule
+    rows = [line for line in board.stdout.splitlines()[3:] if line.strip()]
+    assert len(rows) == 2 and "model=mlp," in board.stdout.splitlines()[0]  # every row's
     [sweep] = list((tmp_path / "multirun").glob("*/*"))
     report = run_cli(["--sweep-dir", str(sweep), "--tracking-uri", uri, "--experiment",
                       "served"], tmp_path, module="vggsweep.report")

@@ -92,8 +92,8 @@ def test_only_the_best_model_is_kept_and_loads_safely(finished, store):
     [logged] = [m for m in client(store).search_logged_models([experiment_id])
                 if m.source_run_id == parent_id]
     assert logged.name == "best_model" and logged.status == "READY"
-    import mlflow.keras
+    import mlflow.pyfunc
 
     mlflow.set_tracking_uri(store)
-    again = mlflow.keras.load_model(logged.model_uri, load_model_kwargs={"safe_mode": True})
+    again = mlflow.pyfunc.load_model(logged.model_uri).unwrap_python_model().model
     assert again.predict(np.zeros((1, 28, 28, 1), "float32"), verbose=0).shape == (1, 10)

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from vggsweep import cli
 from vggsweep.outputs.leaderboard import (
     check_table_format,
-    console_view,
+    constants_line,
+    display_view,
     format_console,
     group_best,
     write_table,
@@ -59,7 +60,10 @@ def _leaderboard_main(args: argparse.Namespace) -> int:
     if table.empty:
         print("no trials match", file=sys.stderr)
     else:
-        print(format_console(console_view(table, args.by)))
+        shown, constants = display_view(table, args.by, extras=False)
+        if constants:
+            print(constants_line(constants))
+        print(format_console(shown))
     if args.out:
         write_table(table, args.out)
     return 0

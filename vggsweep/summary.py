@@ -16,6 +16,7 @@ from vggsweep import config, models
 from vggsweep.config import space
 from vggsweep.errors import ConfigError
 from vggsweep.job import checks
+from vggsweep.models import footprint
 
 #: MNIST and the digits dataset: 28x28 grayscale images, 10 classes.
 INPUT_SHAPE = (28, 28, 1)
@@ -72,6 +73,9 @@ def summarize(overrides: list[str]) -> str:
     image_size = cfg.data.image_size or config.DEFAULT_IMAGE_SIZE
     params, _ = space.point(cfg.model, cfg.optimizer, cfg.activation)
     geometry = models.check_geometry(family, params, image_size)
+    checks.check_memory(cfg, image_size, INPUT_SHAPE, NUM_CLASSES)  # before Keras allocates it
+    size = footprint.footprint(family, params, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
+                               image_size=image_size)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     model = models.build_model(family, params, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
@@ -83,6 +87,9 @@ def summarize(overrides: list[str]) -> str:
         f"parameters: {model.count_params():,}",
         f"trainable parameters: {trainable:,}",
         f"FLOPs per image (forward): {forward_flops(model):,} (2 x conv and dense multiply-adds)",
+        f"training memory at batch {cfg.budget.batch_size}: about "
+        f"{size.training_gb(cfg.budget.batch_size):.2g} GB (estimated; the limit: "
+        f"budget.max_model_gb={cfg.budget.max_model_gb})",
         "block outputs (height x width x channels):",
         *[f"  {name:<8} {'x'.join(map(str, shape))}" for name, shape in geometry],
     ]

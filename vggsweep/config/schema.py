@@ -91,6 +91,9 @@ class BudgetConfig:
     executions_per_trial: int = _field(1, min=1)
     patience: Optional[int] = _field(None, min=1)  # early stopping on val_accuracy; None: off
     time_limit_s: Optional[float] = _field(None, above=0.0, identity=False)  # no new trial after
+    # A model whose training would need more memory (estimated before anything is built:
+    # vggsweep/models/footprint.py) is refused; null: no limit.
+    max_model_gb: Optional[float] = _field(32.0, above=0.0, identity=False)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from vggsweep import data, models
 from vggsweep.config import DEFAULT_IMAGE_SIZE, schema, space
 from vggsweep.errors import ConfigError
-from vggsweep.models import optimizers
+from vggsweep.models import footprint, optimizers
 from vggsweep.search import tuners
 
 
@@ -57,6 +57,30 @@ def check_geometry(cfg, image_size: int | None = None) -> None:
     """Every point of the model's search space fits the size the models work at."""
     size = image_size or cfg.data.image_size or DEFAULT_IMAGE_SIZE
     models.check_space(cfg.model.family, {**cfg.model, "activation": "relu"}, size)
+
+
+def check_memory(cfg, image_size: int, input_shape, num_classes: int) -> None:
+    """The largest point of the model's search space fits `budget.max_model_gb` at the batch a
+    step takes (estimated from the model's plan, nothing built: `models.footprint`)."""
+    limit = cfg.budget.get("max_model_gb")
+    if limit is None:
+        return
+    batch = cfg.budget.batch_size * (cfg.accelerator.get("batch_scale") or 1)
+    family = cfg.model.family
+    shape = {"input_shape": tuple(input_shape), "num_classes": num_classes,
+             "image_size": image_size}
+    point, size = footprint.largest(family, {**cfg.model, "activation": "relu"}, batch, **shape)
+    needed = size.training_gb(batch)
+    if needed <= limit:
+        return
+    names = footprint.culprits(family, point, limit, batch, **shape)
+    where = ", ".join(f"model.{name}={point[name]}" for name in names) or f"model={family}"
+    largest = " (the largest point of the search space)" if space.split(cfg.model)[1] else ""
+    raise ConfigError(
+        f"{where}{largest}: the model would need about {footprint.approx(needed)} GB to train "
+        f"({footprint.approx(size.parameters)} parameters, batch {batch}), over the limit "
+        f"budget.max_model_gb={limit:g}; lower {' or '.join(f'model.{n}' for n in names)}"
+        f"{' or ' if names else ''}budget.batch_size, or raise budget.max_model_gb")
 
 
 def _check_optimizer(optimizer) -> None:

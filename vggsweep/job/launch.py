@@ -159,7 +159,7 @@ registries: model families {', '.join(models.FAMILIES)}; data sources {', '.join
 a value is fixed (model.filters=64) or searched ('model.filters={{choice:[16,32,64]}}',
   'model.dropout={{min:0.0,max:0.5,step:0.1}}', 'optimizer.learning_rate={{min:1e-4,max:1e-2,
   sampling:log}}'); activation=relu fixes the activation, unset it is searched
-commands: python -m vggsweep.leaderboard | report | confidence | summary | worker | server
+commands: python -m vggsweep.leaderboard | report | confidence | summary | worker | server | ui
   (each with --help); make help lists the make targets
 
 the default config (without overrides):
@@ -180,7 +180,7 @@ def main() -> None:
         from vggsweep.tracking import ui
 
         for uri, experiment in plan.targets:
-            store.prepare(uri, experiment, ui.experiment_tags())
+            ui.prepare(uri, experiment)
     except ConfigError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

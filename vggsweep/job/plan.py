@@ -43,6 +43,7 @@ def make(cfg) -> JobPlan:
     splits = data.load(cfg.data)  # cached per process: the in-process jobs share it
     image_size = config.effective_image_size(cfg.data, splits.image_shape)
     checks.check_geometry(cfg, image_size)
+    checks.check_memory(cfg, image_size, splits.image_shape, splits.num_classes)
     uri = store.resolve_uri(cfg.tracking.uri)
     if uri not in _checked_uris:
         store.check_uri(uri)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from vggsweep.tracking import store
+
 
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
@@ -41,8 +43,7 @@ class Progress:
         self._print(f"trial {self._position(trial_id)} started: {shown}")
 
     def _position(self, trial_id: str) -> str:
-        total = self.max_trials or "?"
-        return f"{int(trial_id) + 1}/{total}"
+        return f"{store.trial_number(trial_id)}/{self.max_trials or '?'}"
 
     def trial_end(self, trial_id: str, val_accuracy: float, test_accuracy: float,
                   train_time_s: float, note: str | None = None) -> None:
@@ -51,7 +52,8 @@ class Progress:
         elapsed = time.perf_counter() - self.started
         eta = ""
         if self.max_trials:
-            remaining = max(self.max_trials - int(trial_id) - 1, 0)
+            number = store.trial_number(trial_id)
+            remaining = max(self.max_trials - number, 0) if isinstance(number, int) else 0
             eta = f", eta {_clock(elapsed / self.done * remaining)}"
         why = f" ({note})" if note else ""
         self._print(
@@ -63,11 +65,11 @@ class Progress:
     def trial_failed(self, trial_id: str, reason: str) -> None:
         self._print(f"trial {self._position(trial_id)} FAILED: {reason}", level=0)
 
-    def job_end(self, completed: int, failed: int, best_val: float | None,
-                best_test: float | None, pruned: int = 0) -> None:
-        best = "" if best_val is None else (
-            f"; best val_accuracy {best_val:.4f}, its test_accuracy {best_test:.4f}")
-        of_them = f" ({pruned} pruned)" if pruned else ""
+    def job_end(self, finished: int, pruned: int, failed: int, best: str = "") -> None:
+        """The job's last line: its trials by outcome (a pruned trial is counted as pruned, not
+        as finished) and, when one finished, its best trial (`best`)."""
+        total = finished + pruned + failed
         self._print(
-            f"finished in {_clock(time.perf_counter() - self.started)}: {completed} trials "
-            f"completed{of_them}, {failed} failed{best}", level=0)
+            f"finished in {_clock(time.perf_counter() - self.started)}: {total} "
+            f"{'trial' if total == 1 else 'trials'}: {finished} finished, {pruned} pruned, "
+            f"{failed} failed{'; ' + best if best else ''}", level=0)

@@ -12,7 +12,7 @@ import io
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -50,6 +50,7 @@ class JobInfo:
     sweep_dir: str | None = None
     index: int = 1
     total: int | None = None
+    swept: list = field(default_factory=list)  # this job's overrides of the swept keys
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Job:
             "tuner": str(cfg.tuner.name), "seed": cfg.seed, "keras_backend": accelerator.backend(),
             "device": accelerator.describe(cfg.accelerator), "git_commit": _git_commit(),
             store.OVERRIDES: self.info.overrides, store.SWEEP_DIR: self.info.sweep_dir or "",
+            store.JOB_NAME: self.name,
         }
 
     def tracker(self, worker: str | None = None):
@@ -114,7 +116,7 @@ class Job:
                           "optimizer": cfg.optimizer.name, **splits.sizes()},
             trial_tags={"model": self.info.model_name or cfg.model.family,
                         "family": cfg.model.family, "data": splits.name,
-                        **({store.WORKER: worker} if worker else {})},
+                        store.JOB_NAME: self.name, **({store.WORKER: worker} if worker else {})},
             compile_options=accelerator.compile_options(cfg.accelerator),
             accelerator=cfg.accelerator,
         )
@@ -194,7 +196,7 @@ def run(job: Job, tracker, started: float) -> JobResult:
 
 
 def summarize(job: Job, tracker, report, started: float) -> JobResult:
-    """Counts, best trial and best model of the job, recorded on its parent run."""
+    """Counts, best trial, its margins and best model of the job, recorded on its parent run."""
     counts = tracker.trial_counts()
     completed, failed = counts["FINISHED"], counts["FAILED"]
     best = tracker.best_trial()
@@ -206,10 +208,19 @@ def summarize(job: Job, tracker, report, started: float) -> JobResult:
     summary = {"trials_completed": completed, "trials_failed": failed,
                "trials_pruned": counts["PRUNED"], "epochs_saved": counts["epochs_saved"],
                "job_time_s": time.perf_counter() - started}
+    best_text = ""
     if best_pair:
         summary.update(best_val_accuracy=best_pair[0], best_test_accuracy=best_pair[1])
+        margins = job_margins(tracker, best)
+        for role, (_, margin) in margins.items():
+            summary.update(margin.metrics(f"margin_{role}"))
+        best_text = (f"best {best.info.run_name}: val_accuracy {best_pair[0]:.4f}, its "
+                     f"test_accuracy {best_pair[1]:.4f}")
+        if "runner_up" in margins:
+            other, margin = margins["runner_up"]
+            best_text += "; " + margin.describe(other)
     tracker.finish_job(summary)
-    report.job_end(completed, failed, *(best_pair or (None, None)), pruned=counts["PRUNED"])
+    report.job_end(completed - counts["PRUNED"], counts["PRUNED"], failed, best_text)
     if completed == 0:
         reason = f"0/{completed + failed} trials completed"
         first = tracker.first_failure()
@@ -223,6 +234,33 @@ def summarize(job: Job, tracker, report, started: float) -> JobResult:
         log_best_model(tracker, kept, job.splits, best)
     return JobResult(job.name, "completed", "", tracker.parent_id, completed, failed,
                      *best_pair)
+
+
+def job_margins(tracker, best) -> dict:
+    """The job's best trial against its runner-up and its reference trial (the space's default
+    point), on the same validation images: role -> (the other's run name, `agreement.Margin`)."""
+    from vggsweep.tracking import agreement, results
+
+    runs = [r for r in tracker.children("attributes.status = 'FINISHED'")
+            if results.trial_status(r) == "FINISHED" and r.info.run_id != best.info.run_id]
+    ranked = sorted((r for r in runs if _kept_accuracy(r) is not None),
+                    key=lambda r: results.rank_key(_kept_accuracy(r), r.info.start_time,
+                                                   r.info.run_id))
+    others = {"runner_up": ranked[0] if ranked else None,
+              "reference": next((r for r in runs
+                                 if r.data.tags.get(store.REFERENCE) == "true"), None)}
+    mine = agreement.decode(best.data.tags)
+    found = {}
+    for role, other in others.items():
+        margin = agreement.compare(mine, agreement.decode(other.data.tags)) if other else None
+        if margin is not None:
+            found[role] = (other.info.run_name, margin)
+    return found
+
+
+def _kept_accuracy(run) -> float | None:
+    metrics = run.data.metrics
+    return metrics.get("val_accuracy_kept", metrics.get("val_accuracy"))
 
 
 def log_best_model(tracker, path: Path, splits, best_run) -> None:

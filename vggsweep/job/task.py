@@ -24,11 +24,6 @@ from vggsweep.runtime import collector, files, interrupts, quiet
 from vggsweep.tracking import store
 
 
-def activation_tag(cfg) -> str:
-    activation = cfg.activation
-    return "searched" if space.is_spec(activation) else str(activation)
-
-
 def fixed_params(cfg) -> dict:
     """The job's configuration as flat params (`model.filters`: 32, or its search spec)."""
     flat = {}
@@ -49,12 +44,17 @@ def hydra_info() -> JobInfo:
     hydra_cfg = HydraConfig.get()
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
     sweep_dir = str(Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).resolve())
+    # The launcher names the keys every job of a multirun shares; the others were swept.
+    fixed = set(hydra_cfg.job.config.override_dirname.exclude_keys or ())
+    swept = [o for o in hydra_cfg.overrides.task
+             if multirun and o.split("=", 1)[0].lstrip("+~") not in fixed]
     return JobInfo(
         model_name=hydra_cfg.runtime.choices.get("model"),
         overrides=" ".join(hydra_cfg.overrides.task),
         sweep_dir=sweep_dir,
         index=(hydra_cfg.job.num + 1) if multirun else 1,
         total=store.read_manifest(sweep_dir).get("jobs"),
+        swept=swept,
     )
 
 
@@ -94,7 +94,14 @@ def _stopped(cfg, info: JobInfo, error: InfrastructureError) -> JobResult:
 
 
 def _name(cfg, info: JobInfo) -> str:
-    return f"{info.model_name or cfg.model.family}-{activation_tag(cfg)}"
+    """The job's label: its model, its activation when fixed (a searched one varies by trial),
+    and the other values its sweep varies (`cnn-relu`, `vgg11`, `cnn-relu data=mnist`)."""
+    label = str(info.model_name or cfg.model.family)
+    if not space.is_spec(cfg.activation):
+        label += f"-{cfg.activation}"
+    others = [o for o in info.swept if o.split("=", 1)[0].lstrip("+~") not in
+              ("model", "activation")]
+    return " ".join([label, *others])
 
 
 def run_job(cfg, info: JobInfo | None = None) -> JobResult:
@@ -108,7 +115,10 @@ def run_job(cfg, info: JobInfo | None = None) -> JobResult:
 
     accelerator.apply(cfg.accelerator)  # imports Keras quietly, before anything else does
     splits = accelerator.on_device(job_plan.splits, cfg.accelerator)
-    job = runner.Job(cfg=cfg, info=info, name=_name(cfg, info), key=job_plan.key,
+    client = store.client(job_plan.uri)
+    name = store.job_run_name(client, store.prepare(job_plan.uri, cfg.experiment),
+                              _name(cfg, info), job_plan.key)
+    job = runner.Job(cfg=cfg, info=info, name=name, key=job_plan.key,
                      uri=job_plan.uri, project=job_plan.project, splits=splits,
                      image_size=job_plan.image_size)
     with files.job_lock(job.project, job.name):

@@ -14,7 +14,6 @@ nested under the job's parent run); the summary lands on the original trial run 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import yaml
@@ -64,10 +63,10 @@ def trial_config(client, trial_run, parent_run_id: str):
 
 def retrain(cfg, seed: int) -> dict:
     """Trains the configuration once with `seed`; returns its test metrics and training time."""
-    from vggsweep.runtime import accelerator
     from vggsweep import config, data
     from vggsweep.config import space
     from vggsweep.models import training
+    from vggsweep.runtime import accelerator
 
     splits = data.load(cfg.data)
     accelerator.apply(cfg.get("accelerator"))
@@ -78,7 +77,8 @@ def retrain(cfg, seed: int) -> dict:
         cfg.model.family, model_kwargs, optimizer_kwargs, splits,
         image_size=config.effective_image_size(cfg.data, splits.image_shape),
         epochs=cfg.budget.epochs, batch_size=batch_size, seed=seed,
-        patience=cfg.budget.patience, compile_options=accelerator.compile_options(cfg.get("accelerator")))
+        patience=cfg.budget.patience,
+        compile_options=accelerator.compile_options(cfg.get("accelerator")))
     return {"val_accuracy": trained.val_accuracy, **trained.test,
             "train_time_s": trained.fit.train_time_s, "epochs_run": trained.fit.epochs_run}
 
@@ -118,14 +118,23 @@ def _recorded_retrain(tracker, cfg, trial_run, row, seed: int) -> dict:
     from vggsweep.tracking import store
 
     tags = {SOURCE_RUN: row["run_id"], "model": str(row.get("model")),
-            "activation": str(row.get("activation")), store.TRIAL_ID: str(row["trial_id"])}
+            "activation": str(row.get("activation")), store.TRIAL_ID: str(row["trial_id"]),
+            **{k: v for k, v in trial_run.data.tags.items() if k == store.JOB_NAME}}
     params = {"seed": seed, **{k: v for k, v in trial_run.data.params.items()
                                if k != "seed" and not k.startswith("optimizer_")}}
-    with tracker.child_run("confidence", f"confidence-{row['trial_id']}-seed{seed}", params,
+    # named after the trial it retrains, as the UI shows it: cnn-relu/trial-3/confidence-seed-7
+    with tracker.child_run("confidence", f"{_trial_name(row)}/confidence-seed-{seed}", params,
                            tags) as run:
         result = retrain(cfg, seed)
         tracker.log_metrics(run.info.run_id, result)
     return result
+
+
+def _trial_name(row) -> str:
+    from vggsweep.tracking import store
+
+    name = row.get("trial")
+    return str(name) if isinstance(name, str) and name else store.trial_run_name(row["trial_id"])
 
 
 def _summarize(tracker, row, results_: list[dict]) -> dict:
@@ -139,15 +148,17 @@ def _summarize(tracker, row, results_: list[dict]) -> dict:
     tracker.log_metrics(row["run_id"], {k: v for k, v in metrics.items() if not math.isnan(v)})
     return {"run_id": row["run_id"], "model": row.get("model"),
             "activation": row.get("activation"), "trial_id": row["trial_id"],
+            "trial": _trial_name(row),
             "val_accuracy": row["val_accuracy"], "test_accuracies": accuracies, **metrics}
 
 
 def format_summary(summary: list[dict]) -> str:
-    lines = [f"{'rank':<5}{'model':<8}{'activation':<11}{'trial':<7}{'seeds':>6}"
+    width = max([len("trial"), *(len(item["trial"]) for item in summary)]) + 2
+    lines = [f"{'rank':<5}{'trial':<{width}}{'model':<8}{'activation':<11}{'seeds':>6}"
              f"{'test accuracy (95% CI)':>26}{'train time s (95% CI)':>24}"]
     for rank, item in enumerate(summary, 1):
         lines.append(
-            f"{rank:<5}{item['model']!s:<8}{item['activation']!s:<11}{item['trial_id']!s:<7}"
+            f"{rank:<5}{item['trial']:<{width}}{item['model']!s:<8}{item['activation']!s:<11}"
             f"{item['confidence_seeds']:>6}"
             f"{item['test_accuracy_mean']:>16.4f} ± {item['test_accuracy_ci95']:<7.4f}"
             f"{item['train_time_s_mean']:>14.1f} ± {item['train_time_s_ci95']:<7.1f}")

@@ -9,20 +9,18 @@ module is instant: neither MLflow nor TensorFlow nor keras-tuner is imported unt
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from vggsweep.errors import ResultsError
 from vggsweep.runtime.files import atomic_path, atomic_write
 from vggsweep.tracking import results
-from vggsweep.errors import ResultsError
-from vggsweep.tracking.results import CONFIDENCE_COLUMNS, EXTRA_METRIC_COLUMNS, rank_trials
+from vggsweep.tracking.results import CONFIDENCE_COLUMNS, rank_trials
 
 TABLE_FORMATS = (".csv", ".md", ".html")
 _SHORT_ID_COLUMNS = {"run_id", "parent_run_id"}
@@ -160,19 +158,79 @@ def write_table(trials: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
+#: Shown first, when they vary: what a sweep compares.
+SCIENTIFIC_COLUMNS = ("data", "model", "activation")
+#: The costs shown after the searched hyperparameters.
+COST_COLUMNS = ("train_time_s", "param_count", "epochs_run")
+#: Kept in the files, left out of what is shown (ids, where the runs are, the Pareto marks that
+#: the report shows as their own tables).
+HIDDEN_COLUMNS = {"parent_run_id", "job", "start_time", "data_sha256", "trial_id",
+                  "logged_model", *results.PARETO_COLUMNS}
+
+
+def _varies(values: pd.Series) -> bool:
+    return values.astype("string").nunique(dropna=False) > 1
+
+
+def _is_summary(column: str) -> bool:
+    """A column `group_best` adds (trial counts, the metric's spread in the group)."""
+    return column.startswith("n_") or column.endswith(("_min", "_max", "_std"))
+
+
+def display_view(table: pd.DataFrame, metric: str = "val_accuracy", *,
+                 extras: bool = True) -> tuple[pd.DataFrame, dict]:
+    """What a reader needs first: rank and trial, the swept values that vary, the metrics
+    (validation, test, the margin to the best), the searched hyperparameters that vary, the costs,
+    then status. Returns the table to show and, apart, `{column: value}` of the hyperparameters
+    that are the same in every row (`constants_line`). `extras`: also the secondary metrics that
+    were measured (test NLL, calibration, ...); the confidence columns are always shown when
+    measured. The files keep every column."""
+    hyper = [c for c in results.hyperparameter_columns(table) if not _is_summary(c)]
+    candidates = [c for c in SCIENTIFIC_COLUMNS if c in table] + hyper
+    constant = [c for c in candidates if not _varies(table[c])]
+    constants = {c: table[c].iloc[0] for c in constant
+                 if len(table) and not pd.isna(table[c].iloc[0])}
+    varying = [c for c in candidates if c not in constant]
+    measured = [c for c in results.EXTRA_METRIC_COLUMNS if c in table and c != metric
+                and table[c].notna().any() and (extras or c in CONFIDENCE_COLUMNS)]
+    order = [
+        "rank", "trial",
+        *[c for c in varying if c in SCIENTIFIC_COLUMNS],
+        *dict.fromkeys([metric, "val_accuracy", "test_accuracy"]),
+        *[c for c in results.COMPARISON_COLUMNS if c in table and table[c].notna().any()],
+        *[c for c in table if _is_summary(c)],
+        *[c for c in varying if c not in SCIENTIFIC_COLUMNS
+          and c not in results.RECORDED_NOT_SEARCHED],
+        *COST_COLUMNS, *measured,
+        *[c for c in varying if c in results.RECORDED_NOT_SEARCHED],
+        *(["reference"] if "reference" in table and table["reference"].fillna(False).any()
+          else []),
+        "status",
+        *(["failure_reason"] if _has_reasons(table) else []), "run_id",
+    ]
+    shown = [c for c in dict.fromkeys(order) if c in table and c not in HIDDEN_COLUMNS]
+    return table[shown], constants
+
+
+def _has_reasons(table: pd.DataFrame) -> bool:
+    if "failure_reason" not in table:
+        return False
+    reasons = table["failure_reason"].astype("string").fillna("").str.strip()
+    return not reasons.isin(["", "None", "nan", "<NA>"]).all()
+
+
+def constants_line(constants: dict) -> str:
+    """`Same in every row: data=digits, model=cnn, batch_size=32, ...` ("" when none)."""
+    if not constants:
+        return ""
+    def shown(name, value) -> str:  # as configured: 0.9, not 0.9000
+        return f"{value:g}" if isinstance(value, float) else _format_value(name, value)
+
+    return "Same in every row: " + ", ".join(f"{name}={shown(name, value)}"
+                                            for name, value in constants.items())
+
+
 def console_view(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Keeps the console readable: no secondary metrics (unless measured, e.g. confidence), no
-    hyperparameter that is the same in every row, no job and parent columns. The file output
-    keeps every column."""
-    drop = [c for c in EXTRA_METRIC_COLUMNS if c != metric and c in table
-            and (c not in CONFIDENCE_COLUMNS or table[c].isna().all())]
-    if len(table) > 1:
-        drop += [c for c in results.hyperparameter_columns(table)
-                 if not c.startswith("n_") and not c.endswith(("_min", "_max", "_std"))
-                 and table[c].astype("string").nunique(dropna=False) <= 1]
-    drop += [c for c in ("parent_run_id", "job", "start_time") if c in table]
-    reasons = table["failure_reason"].astype("string").fillna("") if "failure_reason" in table \
-        else None
-    if reasons is not None and reasons.str.strip().isin(["", "None", "nan", "<NA>"]).all():
-        drop.append("failure_reason")
-    return table.drop(columns=sorted(set(drop) - {"model", "activation"}))
+    """The console's table (`display_view` without the secondary metrics); the hyperparameters
+    that are the same in every row are `constants_line`'s."""
+    return display_view(table, metric, extras=False)[0]

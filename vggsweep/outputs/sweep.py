@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from vggsweep.errors import InfrastructureError, ResultsError
 from vggsweep.outputs import leaderboard, page, plots
 from vggsweep.tracking import results, store
-from vggsweep.errors import InfrastructureError, ResultsError
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,14 @@ def write_plots_and_report(trials: pd.DataFrame, client, sweep_dir: str | os.Pat
         Output name -> path ("report" and one entry per plot), for what was written.
     """
     sweep_dir = Path(sweep_dir)
-    written = dict(plots.sweep_plots(trials, top_histories(client, trials), sweep_dir / "plots"))
+    histories = top_histories(client, trials)
+    notes = plots.plot_notes(trials, histories)  # a sentence instead of a plot with nothing to say
+    written = dict(plots.sweep_plots(trials, histories, sweep_dir / "plots", skip=notes))
     try:
         written["report"] = page.render_report(
             trials, dict(written), sweep_dir / page.REPORT_NAME,
             experiment=experiment, tracking_uri=tracking_uri, sweep_dir=sweep_dir,
+            plot_notes=notes,
         )
     except InfrastructureError:  # a full disk: said once, by the caller
         raise
@@ -106,17 +109,23 @@ def write_sweep_outputs(
 
 
 def best_line(leaderboard_csv: Path) -> str:
-    """The sweep's answer in one line, read back from its leaderboard."""
+    """The sweep's answer, read back from its leaderboard: the best trial, how it was chosen,
+    its margin over the runner-up, and its logged model (one line each)."""
     trials = pd.read_csv(leaderboard_csv)
     ranked = trials[trials["rank"].notna()] if "rank" in trials else trials.iloc[0:0]
     if ranked.empty:
         return f"best: no trial finished ({len(trials)} recorded)"
     best = ranked.iloc[0]
-    return (f"best: {best['model']}/{best['activation']} on {best.get('data', '?')}, run "
-            f"{store.trial_run_name(best['trial_id'])}: val_accuracy {best['val_accuracy']:.4f} "
-            "(selected on it), "
-            f"test_accuracy {best['test_accuracy']:.4f}; {len(ranked)} of {len(trials)} trials "
-            "ranked")
+    pruned = int((trials["status"] == "PRUNED").sum()) if "status" in trials else 0
+    lines = [(f"best: {best['trial']} ({best['model']}/{best['activation']} on "
+              f"{best.get('data', '?')}): val_accuracy {best['val_accuracy']:.4f} (selected on "
+              f"it), test_accuracy {best['test_accuracy']:.4f}; {len(ranked)} of {len(trials)} "
+              f"trials ranked" + (f" ({pruned} pruned)" if pruned else ""))]
+    if len(ranked) > 1:
+        lines.append("margin: " + page.margin_text(ranked.iloc[1], "the runner-up"))
+    if isinstance(best.get("logged_model"), str):
+        lines.append(f"best model: {best['logged_model']} (README: Serving the best model)")
+    return "\n".join(lines)
 
 
 def write_report(sweep_dir: str | os.PathLike, tracking_uri: str, experiment: str) -> Path:

@@ -31,7 +31,7 @@ from vggsweep.runtime import accelerator, files
 from vggsweep.runtime.files import atomic_write_json, project_lock
 from vggsweep.search import internals
 from vggsweep.search.trialspace import TrialSpace
-from vggsweep.tracking import faults
+from vggsweep.tracking import agreement, faults
 
 CHECKPOINT = "checkpoint.weights.h5"
 #: The kept model (the job's best trial's) lives in <project>/kept/trial_<id>.keras, beside its
@@ -224,7 +224,12 @@ class SweepTuner(internals.TunerHooks, kt.Tuner):
         if fit.stopped_by:
             measures["epochs_saved"] = max(epochs - int(values.get("tuner/initial_epoch", 0))
                                            - fit.epochs_run, 0)
-        self.job.tracker.finish_trial(run, measures, pruned=fit.stopped_by)
+        agreement_tags = {}
+        if fit.stopped_by is None:  # finished trials are compared image by image (the margin)
+            _, val_predicted = training.evaluate(best.model, splits.x_val, splits.y_val, "val")
+            y_val = np.asarray(splits.y_val)
+            agreement_tags = agreement.encode(val_predicted == y_val, y_val)
+        self.job.tracker.finish_trial(run, measures, pruned=fit.stopped_by, tags=agreement_tags)
         if fit.stopped_by is None:
             self._keep(trial.trial_id, run, best.model, mean_val, predictions)
         elif self.job.keep == "all":

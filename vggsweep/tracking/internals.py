@@ -8,7 +8,15 @@ from __future__ import annotations
 import contextlib
 
 #: (module, attribute) of every MLflow internal used below.
-NAMES = (("mlflow.utils.environment", "warn_dependency_requirement_mismatches"),)
+NAMES = (("mlflow.utils.environment", "warn_dependency_requirement_mismatches"),
+         ("mlflow.server.handlers", "_add_static_prefix"))
+
+
+def ui_page_path() -> str:
+    """The path MLflow's server answers its UI page at: `/`, under `--static-prefix` if any."""
+    from mlflow.server import handlers
+
+    return handlers._add_static_prefix("/")  # noqa: SLF001 - the door to MLflow's internals
 
 
 def requirements_already_checked():

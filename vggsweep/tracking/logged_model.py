@@ -1,23 +1,34 @@
-"""The job's best model as an MLflow logged model: saved with its signature, input example,
-requirements and metrics, on the job's parent run.
+"""The job's best model as an MLflow logged model that answers like a classifier.
+
+Logged on the job's parent run with its signature, input example, requirements and metrics, as a
+Python model "from code" (`classifier_model.py`, copied into the model) around the Keras model
+(`artifacts/classifier.keras`): `mlflow.pyfunc.load_model(uri).predict(images)` and
+`mlflow models serve` return `{"probabilities": (n, K) float32, "class": (n,) int64}` and print
+nothing. The Keras model itself: `mlflow.pyfunc.load_model(uri).unwrap_python_model().model`.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
-from vggsweep.tracking import internals
+from vggsweep.tracking import internals, store
+
+#: The model's code, copied into every logged model (it imports neither vggsweep nor the rest).
+CODE = Path(__file__).with_name("classifier_model.py")
+KERAS_FILE = "classifier.keras"
+DEFAULT_BATCH_SIZE = 256
 
 
 def log(client, experiment_id: str, parent_id: str, model, example, *, step: int = 0,
         metrics: dict | None = None, tags: dict | None = None) -> str:
-    """Logs `model` as the job's MLflow logged model on its parent run (signature, input
-    example, the job's params, `metrics`); returns its URI (`models:/<id>`), loadable with
-    `mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True})`."""
+    """Logs the Keras classifier `model` as the job's MLflow logged model on its parent run
+    (signature, input example, the job's params, `metrics`, the logged model's `tags`), tags the
+    run with its URI (`vggsweep.logged_model`) and returns it (`models:/<id>`)."""
     import tempfile
 
-    import mlflow.keras
+    import mlflow.pyfunc
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model
 
@@ -27,14 +38,17 @@ def log(client, experiment_id: str, parent_id: str, model, example, *, step: int
                                         model_type="keras image classifier")
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            keras_file = os.path.join(tmp, KERAS_FILE)
+            model.save(keras_file)
             local = os.path.join(tmp, "model")
             # The folder exists before the input example is written into it: MLflow 3
             # writes the example first and fails otherwise (mlflow/mlflow#16183).
             os.makedirs(local)
             with internals.requirements_already_checked():
-                mlflow.keras.save_model(
-                    model, local, signature=_signature(model), input_example=example,
-                    pip_requirements=_requirements(),
+                mlflow.pyfunc.save_model(
+                    local, python_model=str(CODE), artifacts={"keras_model": keras_file},
+                    signature=signature(model.input_shape, model.output_shape),
+                    input_example=example, pip_requirements=_requirements(),
                     mlflow_model=Model(artifact_path=logged.artifact_location,
                                        model_uuid=logged.model_id, run_id=parent_id,
                                        model_id=logged.model_id))
@@ -44,6 +58,7 @@ def log(client, experiment_id: str, parent_id: str, model, example, *, step: int
         raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.log_outputs(parent_id, [LoggedModelOutput(logged.model_id, step)])
+    client.set_tag(parent_id, store.LOGGED_MODEL, logged.model_uri)
     if metrics:
         from mlflow.entities import Metric
 
@@ -54,22 +69,26 @@ def log(client, experiment_id: str, parent_id: str, model, example, *, step: int
     return logged.model_uri
 
 
-def _signature(model):
-    """The model's signature from its shapes (a prediction would trace the model again)."""
+def signature(input_shape, output_shape):
+    """Images in; class probabilities and the predicted class out; a `batch_size` parameter
+    (images per forward pass)."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
-    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]), "image")])
-    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    classes = output_shape[-1]
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape[1:]), "image")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes), "probabilities"),
+                        TensorSpec(np.dtype(np.int64), (-1,), "class")]),
+        params=ParamSchema([ParamSpec("batch_size", "long", DEFAULT_BATCH_SIZE)]))
 
 
 def _requirements() -> list[str]:
     """The pip requirements of the logged model, read from this environment (no subprocess)."""
     from importlib import metadata
 
-    packages = ["keras", os.environ.get("KERAS_BACKEND", "tensorflow"), "numpy"]
+    packages = ["mlflow", "keras", os.environ.get("KERAS_BACKEND", "tensorflow"), "numpy"]
     found = []
     for name in packages:
         try:

@@ -19,12 +19,14 @@ import numpy as np
 import pandas as pd
 
 from vggsweep.errors import ResultsError
-from vggsweep.tracking import store
+from vggsweep.tracking import agreement, store
 
-LEAD_COLUMNS = ["rank", "model", "activation", "data"]
+LEAD_COLUMNS = ["rank", "trial", "model", "activation", "data"]
 METRIC_COLUMNS = ["val_accuracy", "test_accuracy", "train_time_s", "param_count", "epochs_run"]
+#: The best trial's margin over each of the next few (`agreement.mark_behind_best`).
+COMPARISON_COLUMNS = ["behind_best_images", "behind_best_p"]
 TAIL_COLUMNS = ["status", "failure_reason", "trial_id", "run_id", "parent_run_id", "job",
-                "data_sha256"]
+                "data_sha256", "reference", "logged_model"]
 # Written on a trial run by `python -m vggsweep.confidence` (retraining with several seeds).
 CONFIDENCE_COLUMNS = ["test_accuracy_mean", "test_accuracy_ci95", "train_time_s_mean",
                       "train_time_s_ci95", "confidence_seeds"]
@@ -32,11 +34,15 @@ CONFIDENCE_COLUMNS = ["test_accuracy_mean", "test_accuracy_ci95", "train_time_s_
 EXTRA_METRIC_COLUMNS = ["test_loss", "test_nll", "test_ece", "best_epoch", "images_per_s",
                         "epochs_saved", "cost_adjusted_accuracy", *CONFIDENCE_COLUMNS]
 ALL_METRICS = METRIC_COLUMNS + EXTRA_METRIC_COLUMNS
+#: Params recorded on every trial that are not hyperparameters: its seed, the budget, the device's
+#: batch scaling and the split sizes.
+RECORDED_NOT_SEARCHED = {"seed", "epochs", "batch_size", "batch_scale", "train_size", "val_size",
+                         "test_size"}
 #: On the Pareto front of validation accuracy against training time / parameter count: no other
 #: finished trial is both at least as accurate and cheaper.
 PARETO_COLUMNS = ["pareto_time", "pareto_params"]
 EXTRA_COLUMNS = [*EXTRA_METRIC_COLUMNS, *PARETO_COLUMNS, "start_time"]
-FIXED_COLUMNS = LEAD_COLUMNS + METRIC_COLUMNS + TAIL_COLUMNS + EXTRA_COLUMNS
+FIXED_COLUMNS = LEAD_COLUMNS + METRIC_COLUMNS + COMPARISON_COLUMNS + TAIL_COLUMNS + EXTRA_COLUMNS
 INTEGER_METRICS = {"param_count", "epochs_run", "best_epoch", "confidence_seeds", "epochs_saved"}
 LOWER_IS_BETTER = {"train_time_s", "param_count", "test_loss", "test_nll", "test_ece"}
 RUN_STATUSES = ("FINISHED", "PRUNED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
@@ -132,6 +138,7 @@ def _trial_record(run, runs_by_id: Mapping[str, Any], include_optimizer_params: 
     parent_id = tags.get(store.PARENT)
     parent = runs_by_id.get(parent_id)
     record = {
+        "trial": run.info.run_name or store.trial_run_name(tags.get(store.TRIAL_ID, "?")),
         "model": tags.get("model"),
         "activation": run.data.params.get("activation") or tags.get("activation"),
         "status": trial_status(run),
@@ -145,6 +152,9 @@ def _trial_record(run, runs_by_id: Mapping[str, Any], include_optimizer_params: 
         "job_key": tags.get(store.JOB_KEY),
         "start_time": run.info.start_time or 0,
         "hyper": _hyperparameters(run.data.params, include_optimizer_params),
+        "reference": tags.get(store.REFERENCE) == "true",
+        "logged_model": parent.data.tags.get(store.LOGGED_MODEL) if parent else None,
+        "agreement": agreement.decode(tags) if run.info.status == "FINISHED" else None,
     }
     record.update({name: metrics.get(name, math.nan) for name in ALL_METRICS})
     return record
@@ -178,15 +188,20 @@ def _records_to_frame(records: list[dict]) -> pd.DataFrame:
     for name in ALL_METRICS:
         values = pd.Series([r[name] for r in records], dtype="float64")
         columns[name] = values.round().astype("Int64") if name in INTEGER_METRICS else values
+    for name in COMPARISON_COLUMNS:
+        columns[name] = pd.Series([pd.NA] * len(records),
+                                  dtype="Int64" if name.endswith("_images") else "Float64")
     for name in TAIL_COLUMNS:
-        columns[name] = pd.Series([r[name] for r in records], dtype="str")
+        columns[name] = pd.Series([r[name] for r in records],
+                                  dtype="boolean" if name == "reference" else "str")
     for name in PARETO_COLUMNS:
         columns[name] = pd.Series([False] * len(records), dtype="boolean")
     columns["start_time"] = pd.to_datetime(pd.Series([r["start_time"] for r in records],
                                                      dtype="int64"), unit="ms", utc=True)
     frame = pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
     frame.insert(0, "rank", pd.Series([pd.NA] * len(records), dtype="Int64"))
-    ordered = LEAD_COLUMNS + hyper_names + METRIC_COLUMNS + TAIL_COLUMNS + EXTRA_COLUMNS
+    ordered = (LEAD_COLUMNS + hyper_names + METRIC_COLUMNS + COMPARISON_COLUMNS + TAIL_COLUMNS
+               + EXTRA_COLUMNS)
     return frame[ordered]
 
 
@@ -245,7 +260,11 @@ def load_trials(
         if (model is None or r["model"] == model)
         and (status is None or r["status"] == status.upper())
     ]
-    return rank_trials(_records_to_frame(records))
+    ranked = rank_trials(_records_to_frame(records))
+    # A job's logged model is its best trial's (the writer ranks as `rank_trials` does).
+    best_of_job = ranked[ranked["rank"].notna()].drop_duplicates("parent_run_id").index
+    ranked.loc[~ranked.index.isin(best_of_job), "logged_model"] = None
+    return agreement.mark_behind_best(ranked, {r["run_id"]: r["agreement"] for r in records})
 
 
 def check_metric(metric: str) -> None:

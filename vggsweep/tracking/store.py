@@ -33,6 +33,10 @@ KEPT_MODEL = "vggsweep.kept_model"  # on the job's best trial: where its model i
 SOURCE_RUN = "vggsweep.source_run"  # on a confidence run: the trial it retrains
 ATTEMPT = "vggsweep.attempt"  # a client-made id on a created run: a retried creation finds it
 LOGGED_FROM = "vggsweep.logged_from"  # on a job's logged model: the trial run it was kept from
+JOB_NAME = "vggsweep.job"  # the job's run name, on its parent and trial runs (the UI groups by it)
+REFERENCE = "vggsweep.reference"  # "true" on the trial at the space's default point
+LOGGED_MODEL = "vggsweep.logged_model"  # on a job's run: models:/<id> of its best model
+VAL_CORRECT = "vggsweep.val_correct"  # on a finished trial: which validation images it got right
 PARENT = "mlflow.parentRunId"
 EXPERIMENT_KIND = "mlflow.experimentKind"  # how the MLflow UI opens the experiment
 TRAINING_KIND = "custom_model_development"  # the UI's model-training view (not GenAI)
@@ -43,9 +47,37 @@ TRACKING_URI_HELP = "default: $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/
 LOCK_TIMEOUT_S = 120
 
 
-def trial_run_name(trial_id) -> str:
-    """The MLflow run name of keras-tuner's trial `trial_id`, as the UI and the answers show it."""
-    return f"trial-{trial_id}"
+def trial_number(trial_id) -> int | str:
+    """The number a trial is shown with everywhere (progress lines, run names, the report):
+    1-based, keras-tuner's trial id + 1; an id that is not a number is shown as it is."""
+    text = str(trial_id)
+    return int(text) + 1 if text.isdigit() else text
+
+
+def trial_run_name(trial_id, job: str | None = None) -> str:
+    """The MLflow run name of keras-tuner's trial `trial_id` in job `job`: `cnn-relu/trial-3`,
+    unique in the experiment and readable in a flat list of runs."""
+    name = f"trial-{trial_number(trial_id)}"
+    return f"{job}/{name}" if job else name
+
+
+def superseded_run_name(name: str, run_id: str) -> str:
+    """The new name of a run that another run of the same trial replaces."""
+    return f"{name} (superseded {run_id[:8]})"
+
+
+def job_run_name(mlflow_client, experiment_id: str, label: str, job_key: str) -> str:
+    """The run name of a job: its earlier run's name when the job ran before, else `label`,
+    numbered (`cnn-relu (2)`) when another job of the experiment took it already."""
+    jobs = search_all_runs(mlflow_client, [experiment_id], f"tags.`{ROLE}` = 'job'")
+    for run in sorted(jobs, key=lambda run: run.info.start_time or 0):  # as the writer reopens
+        if run.data.tags.get(JOB_KEY) == job_key and run.info.run_name:
+            return run.info.run_name
+    taken = {run.info.run_name for run in jobs}
+    name, number = label, 2
+    while name in taken:
+        name, number = f"{label} ({number})", number + 1
+    return name
 
 
 #: A sweep's manifest in its directory: written by the launching process, read by its jobs (their

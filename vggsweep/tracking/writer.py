@@ -263,16 +263,21 @@ class JobTracker:
         """Marks every earlier trial run of this job KILLED (the search starts over)."""
         self._kill(self.children(), reason)
 
-    def supersede(self, trial_id: str) -> None:
-        """Marks earlier runs of a trial that is about to run again as KILLED (no duplicates)."""
-        self._kill(self.children(f"tags.`{store.TRIAL_ID}` = '{trial_id}'"),
-                   "superseded: this trial was run again")
+    def supersede(self, trial_id: str, name: str | None = None) -> None:
+        """Marks earlier runs of a trial that is about to run again as KILLED (no duplicates);
+        one named `name` is renamed, so that run names stay unique in the experiment."""
+        earlier = self.children(f"tags.`{store.TRIAL_ID}` = '{trial_id}'")
+        self._kill(earlier, "superseded: this trial was run again")
+        for run in earlier:  # renamed through the run's name tag, in order with the rest
+            if name and run.info.run_name == name:
+                self._put(_batch(run.info.run_id, tags={
+                    "mlflow.runName": store.superseded_run_name(name, run.info.run_id)}))
 
     def trial_run(self, trial_id: str, params: dict, tags: dict):
         """A nested child run for one trial; FINISHED, FAILED (with reason) or KILLED."""
-        self.supersede(trial_id)
-        return self.child_run("trial", store.trial_run_name(trial_id), params,
-                              {**tags, store.TRIAL_ID: trial_id})
+        name = store.trial_run_name(trial_id, tags.get(store.JOB_NAME))
+        self.supersede(trial_id, name)
+        return self.child_run("trial", name, params, {**tags, store.TRIAL_ID: trial_id})
 
     @contextlib.contextmanager
     def child_run(self, role: str, name: str, params: dict, tags: dict):
@@ -299,9 +304,12 @@ class JobTracker:
         """One epoch's metrics of a trial, in one batch, at step = epoch (0-based): queued."""
         self._put(_batch(run.info.run_id, logs, epoch))
 
-    def finish_trial(self, run, metrics: dict, pruned: str | None = None) -> None:
-        """A trial's final metrics (the kept model's), and whether the pruner stopped it."""
-        tags = {store.PRUNED: "true", "vggsweep.pruned_reason": pruned} if pruned else {}
+    def finish_trial(self, run, metrics: dict, pruned: str | None = None,
+                     tags: dict | None = None) -> None:
+        """A trial's final metrics (the kept model's), whether the pruner stopped it, and `tags`
+        (which validation images it got right: `agreement.encode`)."""
+        tags = {**(tags or {}),
+                **({store.PRUNED: "true", "vggsweep.pruned_reason": pruned} if pruned else {})}
         self._put(_batch(run.info.run_id, metrics, tags=tags))
 
     def trial_counts(self) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from vggsweep.runtime.files import atomic_path
-from vggsweep.tracking.results import hyperparameter_columns
+from vggsweep.tracking.results import RECORDED_NOT_SEARCHED, hyperparameter_columns
 
 METRIC_LABELS = {
     "val_accuracy": "validation accuracy (fraction correct)",
@@ -50,6 +50,11 @@ def message_png(path: str | os.PathLike, title: str, message: str) -> Path:
     return save(fig, path)
 
 
+def count(number: int, noun: str) -> str:
+    """`1 trial`, `3 trials`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
@@ -73,7 +78,7 @@ def colours(groups: Sequence[str]) -> dict[str, tuple]:
 
 
 #: Recorded per trial but not hyperparameters: the trial's seed and the run's sizes.
-NOT_HYPERPARAMETERS = {"seed", "epochs", "batch_size", "train_size", "val_size", "test_size"}
+NOT_HYPERPARAMETERS = RECORDED_NOT_SEARCHED
 
 
 def varying_columns(trials: pd.DataFrame, candidates: Sequence[str] | None = None) -> list[str]:

@@ -59,6 +59,24 @@ def hyperparameter_importance(
     return pd.Series(importance, dtype="float64").sort_values(ascending=False)
 
 
+def importance_note(trials: pd.DataFrame, metric: str = "val_accuracy",
+                    columns: Sequence[str] | None = None) -> str | None:
+    """Why the importance plot cannot say anything yet (one sentence), or None."""
+    done = common.finished_trials(trials, metric)
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
+        return (f"Hyperparameter importance needs at least {MIN_TRIALS_FOR_IMPORTANCE} finished "
+                f"trials; {common.count(len(done), 'trial')} finished so far.")
+    importance = hyperparameter_importance(trials, metric, columns)
+    if importance.empty:
+        return ("Hyperparameter importance: no hyperparameter took more than one value among the "
+                "finished trials, or they all scored the same.")
+    if not (importance > 0).any():
+        return (f"Hyperparameter importance: with {len(done)} finished trials, no hyperparameter "
+                "explains more of the differences in validation accuracy than noise would "
+                "(every estimate is 0 after the bias correction); more trials will tell.")
+    return None
+
+
 def importance_png(
     trials: pd.DataFrame,
     path: str | os.PathLike,
@@ -66,16 +84,14 @@ def importance_png(
     metric: str = "val_accuracy",
     columns: Sequence[str] | None = None,
 ) -> Path:
-    """Bar chart of `hyperparameter_importance`; a "not enough trials" figure below 4 trials."""
+    """Bar chart of `hyperparameter_importance`; a figure with `importance_note`'s sentence
+    when there is nothing to show yet."""
     title = "Hyperparameter importance"
+    note = importance_note(trials, metric, columns)
+    if note:
+        return common.message_png(path, title, note)
     done = common.finished_trials(trials, metric)
-    if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
-        return common.message_png(path, title, f"not enough trials: {len(done)} finished, "
-                            f"at least {MIN_TRIALS_FOR_IMPORTANCE} needed for an estimate")
     importance = hyperparameter_importance(trials, metric, columns)
-    if importance.empty:
-        return common.message_png(path, title, "no hyperparameter took more than one value, "
-                            "or the finished trials all scored the same")
     fig = common.figure(9, 1.4 + 0.38 * len(importance))
     ax = fig.add_subplot()
     ax.barh(importance.index[::-1], importance.to_numpy()[::-1], color="tab:blue")

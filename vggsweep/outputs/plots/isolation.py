@@ -14,6 +14,7 @@ import pandas as pd
 
 import vggsweep.outputs.plots.common as common
 
+
 def _isolation_axis(ax, done: pd.DataFrame, column: str, metric: str) -> None:
     """One subplot: every trial as a dot, the best trial of each value as a red star."""
     values, scores = done[column], done[metric].to_numpy(float)
@@ -39,6 +40,17 @@ def _isolation_axis(ax, done: pd.DataFrame, column: str, metric: str) -> None:
     ax.grid(alpha=0.3)
 
 
+def isolation_note(trials: pd.DataFrame, metric: str = "val_accuracy",
+                   columns: Sequence[str] | None = None) -> str | None:
+    """Why the isolation plots cannot say anything yet (one sentence), or None."""
+    done = common.finished_trials(trials, metric)
+    if len(done) < 2 or not common.varying_columns(done, columns):
+        return ("Isolation plots need finished trials that differ in a hyperparameter; "
+                f"{common.count(len(done), 'trial')} finished so far"
+                + (", all with the same values." if len(done) > 1 else "."))
+    return None
+
+
 def isolation_png(
     trials: pd.DataFrame,
     path: str | os.PathLike,
@@ -52,12 +64,11 @@ def isolation_png(
         columns: the hyperparameters to plot; default: every column with more than one value.
     """
     done = common.finished_trials(trials, metric)
-    columns = common.varying_columns(done, columns)
     title = f"Isolation plots: {common.label(metric)} per hyperparameter value"
-    if not columns:
-        return common.message_png(
-            path, title, "no finished trials, or no hyperparameter took more than one value"
-        )
+    note = isolation_note(trials, metric, columns)
+    if note:
+        return common.message_png(path, title, note)
+    columns = common.varying_columns(done, columns)
     ncols = min(3, len(columns))
     nrows = math.ceil(len(columns) / ncols)
     fig = common.figure(4.3 * ncols, 3.3 * nrows + 0.6)

@@ -13,6 +13,13 @@ import vggsweep.outputs.plots.common as common
 
 LEARNING_CURVES_TOP_K = 5
 
+def learning_curves_note(histories: Mapping[str, pd.DataFrame]) -> str | None:
+    """Why there are no curves to draw (one sentence), or None."""
+    if not any(not h.empty for h in histories.values()):
+        return "Learning curves: no finished trial recorded a per-epoch history."
+    return None
+
+
 def learning_curves_png(histories: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Path:
     """Per-epoch accuracy and loss of a few trials (solid: validation, dashed: training).
 
@@ -23,9 +30,10 @@ def learning_curves_png(histories: Mapping[str, pd.DataFrame], path: str | os.Pa
     from matplotlib.ticker import MaxNLocator
 
     title = "Learning curves"
+    note = learning_curves_note(histories)
+    if note:
+        return common.message_png(path, title, note)
     histories = {label: h for label, h in histories.items() if not h.empty}
-    if not histories:
-        return common.message_png(path, title, "no per-epoch metric history recorded")
     fig = common.figure(12, 4.8)
     axes = fig.subplots(1, 2)
     colours = common.colours(list(histories))
@@ -53,9 +61,6 @@ def learning_curves_png(histories: Mapping[str, pd.DataFrame], path: str | os.Pa
 
 
 def top_trial_labels(trials: pd.DataFrame, k: int = LEARNING_CURVES_TOP_K) -> dict[str, str]:
-    """Run id -> legend label ("#1 cnn/relu trial 03") of the best `k` ranked trials."""
+    """Run id -> legend label ("#1 cnn-relu/trial-3") of the best `k` ranked trials."""
     ranked = trials[trials["rank"].notna()].head(k)
-    return {
-        row.run_id: f"#{row.rank} {row.model}/{row.activation} trial {row.trial_id}"
-        for row in ranked.itertuples()
-    }
+    return {row.run_id: f"#{row.rank} {row.trial}" for row in ranked.itertuples()}

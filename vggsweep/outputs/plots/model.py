@@ -12,6 +12,7 @@ import numpy as np
 
 import vggsweep.outputs.plots.common as common
 
+
 def _as_class_ids(labels) -> np.ndarray:
     """Class ids from ids, one-hot rows or probability rows."""
     labels = np.asarray(labels)

@@ -34,14 +34,23 @@ def _axis(values: pd.Series) -> tuple[np.ndarray, list[tuple[float, str]]]:
     return labels.map(where).to_numpy(float), [(where[c], c) for c in categories]
 
 
+def parallel_coordinates_note(trials: pd.DataFrame, metric: str = "val_accuracy") -> str | None:
+    """Why the plot cannot say anything yet (one sentence), or None."""
+    done = common.finished_trials(trials, metric)
+    if len(done) < 3 or not common.varying_columns(done):
+        return ("Parallel coordinates need at least 3 finished trials that differ in a "
+                f"hyperparameter; {common.count(len(done), 'trial')} finished so far.")
+    return None
+
+
 def parallel_coordinates_png(trials: pd.DataFrame, path: str | os.PathLike, *,
                              metric: str = "val_accuracy") -> Path:
     title = "Parallel coordinates"
+    note = parallel_coordinates_note(trials, metric)
+    if note:
+        return common.message_png(path, title, note)
     done = common.finished_trials(trials, metric)
     columns = common.varying_columns(done)[:MAX_AXES]
-    if len(done) < 2 or not columns:
-        return common.message_png(path, title, "needs at least two finished trials that differ "
-                                  "in a hyperparameter")
     axes = [_axis(done[column]) for column in columns] + [_axis(done[metric])]
     names = [*columns, metric]
     positions = np.column_stack([values for values, _ in axes])
