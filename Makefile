@@ -27,7 +27,7 @@ demo: install  ## a small real multirun on the bundled digits (offline, ~1½ min
 	$(PY) -m vggsweep -m model=cnn,mlp activation=relu,tanh data=digits budget=demo experiment=demo
 
 lint: install  ## ruff, and the layers of vggsweep/ checked by import-linter (pyproject.toml)
-	$(VENV)/bin/ruff check vggsweep tests bench
+	$(VENV)/bin/ruff check vggsweep hydra_plugins tests bench
 	$(VENV)/bin/lint-imports
 
 test: install  ## the test suite but its slow tests (under 10 minutes on 2 cores: two workers)
@@ -36,7 +36,7 @@ test: install  ## the test suite but its slow tests (under 10 minutes on 2 cores
 test-fast: install  ## the inner loop: the suite without its subprocess and slow tests
 	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow and not subprocess"
 
-test-all: install  ## the test suite including slow tests (real MNIST)
+test-all: install  ## the whole suite: + the slow tests (real MNIST, a real SLURM cluster, as root)
 	$(PY) -m pytest -q -n 2 --dist loadscope -m "slow or not slow"
 
 ui: install  ## the MLflow UI over ./mlflow.db on http://127.0.0.1:$(PORT): prints each experiment's link

@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vggsweep"
 DOORS = {"vggsweep/search/internals.py", "vggsweep/tracking/internals.py",
-         "vggsweep/runtime/internals.py"}
+         "vggsweep/runtime/internals.py", "vggsweep/job/internals.py"}
 
 
 def test_every_keras_tuner_internal_still_exists(tmp_path):
@@ -35,8 +35,9 @@ def test_every_keras_tuner_internal_still_exists(tmp_path):
         assert getattr(internals, status) == getattr(internals.TrialStatus, status)
 
 
-@pytest.mark.parametrize("door", ["vggsweep.tracking.internals", "vggsweep.runtime.internals"])
-def test_every_mlflow_and_stdlib_internal_still_exists(door):
+@pytest.mark.parametrize("door", ["vggsweep.tracking.internals", "vggsweep.runtime.internals",
+                                  "vggsweep.job.internals"])
+def test_every_mlflow_submitit_and_stdlib_internal_still_exists(door):
     module = importlib.import_module(door)
     missing = [f"{where}.{name}" for where, name in module.NAMES
                if not hasattr(importlib.import_module(where), name)]

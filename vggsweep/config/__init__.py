@@ -61,9 +61,10 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    from vggsweep.config import schema
+    from vggsweep.config import launchers, schema
 
     schema.register()
+    launchers.register()
     store = ConfigStore.instance()
     for path in sorted(SWEEPS_DIR.glob("*.yaml")):
         node = OmegaConf.load(path)

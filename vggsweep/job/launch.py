@@ -3,10 +3,13 @@
 Before any job starts, every combination of the swept values is composed and validated, the data
 is loaded and checked, the tracking URI is checked and the saved tuner state is read (bad input:
 one line, exit 2, nothing created); the store is created once and the sweep directory is fixed.
-Hydra's launcher (basic, joblib, submitit) then runs the jobs wherever it runs them. After the jobs,
-whatever happened, the sweep's outcome, leaderboard and report are read back from the store, so
-they are the same for every launcher. Exit code: 0 every job completed, 1 some failed, 2 bad
-input, 130 interrupted.
+The launcher is checked then too: one other than the basic launcher needs -m, and SLURM itself
+must accept submitit_slurm's options (`vggsweep.job.slurm`). Hydra's launcher (basic, joblib,
+submitit) then runs the jobs wherever it runs them; vggsweep's submitit launchers wait for every
+job (`vggsweep.job.cluster`), and a launcher that stops is the sweep's outcome, not a traceback.
+After the jobs, the sweep's outcome, leaderboard and report are read back from the store, so they
+are the same for every launcher. Exit code: 0 every job completed, 1 some failed, 2 bad input,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from vggsweep.errors import (
     SweepStopped,
     one_line,
 )
-from vggsweep.job import plan, task
+from vggsweep.job import cluster, plan, slurm, task
 from vggsweep.runtime import collector, files, internals, interrupts, quiet
 from vggsweep.tracking import store
 
@@ -80,6 +83,8 @@ def prevalidate(argv: list[str]) -> Plan:
         projects[job_plan.key] = job_plan.project
         if (job_plan.uri, cfg.experiment) not in targets:
             targets.append((job_plan.uri, cfg.experiment))
+    # before the sweep folder is claimed
+    slurm.check(first.hydra, multirun, len(jobs), max(cfg.tuner.workers for cfg in jobs))
     explicit = any(o.split("=", 1)[0] in ("hydra.sweep.dir", "hydra.run.dir")
                    for o in _overrides(argv))
     return Plan(len(keys), multirun, _sweep_dir(first, multirun, explicit), targets,
@@ -184,16 +189,15 @@ def main() -> None:
     except ConfigError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    interrupted, stopped = False, None
+    interrupted, stopped, launcher_failed = False, None, False
     try:
         write_manifest(plan, argv)
         os.environ[task.LAUNCHER_PID] = str(os.getpid())  # its own jobs stop the sweep
         with interrupts.handled():
-            # The overrides as the checks composed them (a spec given on the command line
-            # replaces the one it overrides), so that each job is the job that was checked.
-            flags = [arg for arg in argv if arg.startswith("-")]
-            _run_hydra([*flags, *config.replace_spec_overrides(_overrides(argv)),
-                        *hydra_overrides(plan, argv)])
+            _run_jobs(plan, argv)
+    except cluster.StillRunning as still:  # the leaderboard and report wait for the jobs
+        _still_running(plan, still)
+        finish(EXIT_INTERRUPTED)  # exits here: the `finally` below does not run
     except KeyboardInterrupt:
         interrupted = True
         print("interrupted: open MLflow runs were ended KILLED; rerun the same command to "
@@ -202,7 +206,11 @@ def main() -> None:
         stopped = error
         print(getattr(error, "line", f"error: {one_line(error, 1000)}"), file=sys.stderr,
               flush=True)
+    except Exception as error:  # noqa: BLE001 - a launcher that stopped: the store tells the rest
+        launcher_failed = True
+        print(f"error: the launcher stopped: {one_line(error)}", file=sys.stderr)
     finally:
+        _close_abandoned(plan)
         _write_outputs(plan, stopped=stopped is not None)
     if isinstance(stopped, SweepStopped):  # the store may not answer: the summary from here
         print(f"the sweep stopped at job {stopped.index}/{plan.jobs}: "
@@ -210,7 +218,34 @@ def main() -> None:
               "to resume it", file=sys.stderr, flush=True)
     if stopped is not None:
         finish(EXIT_FAILED)
-    finish(EXIT_INTERRUPTED if interrupted else outcome(plan))
+    code = EXIT_INTERRUPTED if interrupted else outcome(plan)
+    finish(EXIT_FAILED if launcher_failed and code == EXIT_OK else code)
+
+
+def _run_jobs(plan: Plan, argv: list[str]) -> None:
+    """Hydra runs the jobs, with the overrides as the checks composed them (a spec given on the
+    command line replaces the one it overrides), so that each job is the job that was checked.
+    A launcher's exception reaches the caller (not Hydra's traceback and exit 1)."""
+    flags = [arg for arg in argv if arg.startswith("-")]
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing and exiting
+    try:
+        _run_hydra([*flags, *config.replace_spec_overrides(_overrides(argv)),
+                    *hydra_overrides(plan, argv)])
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def _still_running(plan: Plan, still: cluster.StillRunning) -> None:
+    """Interrupted while SLURM jobs run: which, how to follow them, how to write the outputs."""
+    print("interrupted: " + "\n".join(still.lines), file=sys.stderr)
+    for uri, experiment in plan.targets:
+        print(f"once they end, the leaderboard and report: python -m vggsweep.report "
+              f"--sweep-dir {plan.sweep_dir} --experiment {experiment} --tracking-uri {uri}",
+              file=sys.stderr)
 
 
 def finish(code: int) -> None:
@@ -258,6 +293,32 @@ def _job_runs(plan: Plan) -> list:
     return found
 
 
+def _close_abandoned(plan: Plan) -> None:
+    """The runs a job left RUNNING when SLURM (or the executor) ended its process outright end
+    KILLED with SLURM's reason (a rerun would do it; the leaderboard should not wait for one)."""
+    ended = {end.overrides: end for end in cluster.ended()}
+    if not ended:
+        return
+    from vggsweep.tracking import results
+    from vggsweep.tracking.writer import JobTracker
+
+    for uri, experiment in plan.targets:
+        try:
+            client, experiment_id = store.open_existing(uri, experiment)
+            for run_ in results.job_runs(store.search_all_runs(client, [experiment_id])):
+                tags = run_.data.tags
+                end = ended.get(tags.get(store.OVERRIDES, ""))
+                if (end is None or run_.info.status != "RUNNING"
+                        or tags.get(store.JOB_KEY) not in plan.keys
+                        or files.job_running(plan.projects.get(tags.get(store.JOB_KEY)))):
+                    continue
+                JobTracker(uri, experiment, tags[store.JOB_KEY], {}).close_abandoned(
+                    run_.info.run_id, end.reason)
+        except Exception as error:  # noqa: BLE001 - a rerun closes them too: say so, go on
+            print(f"warning: could not close the runs of the jobs SLURM ended: "
+                  f"{one_line(error)}", file=sys.stderr)
+
+
 def outcome(plan: Plan) -> int:
     """The exit code the store gives for the sweep: every job run FINISHED, or why not."""
     try:
@@ -271,14 +332,24 @@ def outcome(plan: Plan) -> int:
         print(f"job {job.info.run_name}: another process is running it again now",
               file=sys.stderr)
     failed = [j for j in jobs if j.info.status != "FINISHED" and j not in elsewhere]
+    # what the launcher saw (SLURM cancelled, timed out, failed a job), by the job's overrides
+    launched = {end.overrides: end for end in cluster.ended()}
     for job in failed:
         reason = job.data.tags.get(store.FAILURE_REASON, job.info.status.lower())
+        end = launched.get(job.data.tags.get(store.OVERRIDES, ""))
+        if end:  # SLURM's side, unless the store already says it (_close_abandoned)
+            reason += f" ({end.describe() if end.reason not in reason else 'log ' + end.log})"
         print(f"job {job.info.run_name} ({job.data.tags.get(store.OVERRIDES, '')}) failed: "
               f"{reason}", file=sys.stderr)
+    recorded = {job.data.tags.get(store.OVERRIDES, "") for job in jobs}
+    unrecorded = [end for end in launched.values() if end.overrides not in recorded]
+    for end in unrecorded:
+        print(f"job {end.index} ({end.overrides}) failed before it recorded a run: "
+              f"{end.describe()}", file=sys.stderr)
     missing = plan.jobs - len(jobs)
-    if missing > 0:
-        print(f"{missing} job(s) recorded no run (see their logs in {plan.sweep_dir})",
-              file=sys.stderr)
+    if missing > len(unrecorded):
+        print(f"{missing - len(unrecorded)} job(s) recorded no run (see their logs in "
+              f"{plan.sweep_dir})", file=sys.stderr)
     bad = len(failed) + max(missing, 0)
     if bad:
         print(f"{bad}/{plan.jobs} jobs failed", file=sys.stderr)

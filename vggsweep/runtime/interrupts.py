@@ -1,57 +1,129 @@
-"""Interrupts (SIGTERM, Ctrl-C) that never land in the middle of a write to the store.
+"""Interrupts (SIGTERM, Ctrl-C, SLURM's warning) that never land in the middle of a store write.
 
-A sweep, a job process and a worker turn SIGTERM and SIGINT into `KeyboardInterrupt`, so that
-every open MLflow run ends KILLED on the way out. Raised at an arbitrary bytecode, that exception
-can cut a store call in half (after a query ran, before its rows were read): the interrupted
-connection keeps its lock on the SQLite database, and the writes that end the runs then fail with
-"database is locked" (the runs stay RUNNING).
+A sweep, a job process and a worker turn SIGTERM and SIGINT into `Interrupted` (a
+`KeyboardInterrupt`), so that every open MLflow run ends KILLED on the way out. Raised at an
+arbitrary bytecode, that exception can cut a store call in half (after a query ran, before its
+rows were read): the interrupted connection keeps its lock on the SQLite database, and the writes
+that end the runs then fail with "database is locked" (the runs stay RUNNING).
 
 So every call to the store runs inside `deferred()`: a signal that arrives there is held until the
 call returns, then raised. Training, data loading and everything else stay interruptible at once.
 A second signal while one is held is raised at once (the user insists).
+
+On a SLURM cluster a job also gets a warning signal (USR2, submitit's: `signal_delay_s` before its
+time limit, or when it is preempted). It interrupts the same way, with a reason the runs it ends
+record ("time limit", "preempted"), never as a failure: `slurm_warning()` is the job's side
+(`vggsweep.job.cluster` then lets submitit requeue the job); any other process of a SLURM job (a
+job's workers) ends its runs KILLED on it too instead of dying with them RUNNING.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
+from collections.abc import Callable
+
+#: The reason a run ended KILLED by an interrupt records, unless the signal says more.
+INTERRUPTED = "interrupted"
+#: SLURM's warning before a time limit or on preemption (submitit's; $SUBMITIT_PREEMPT_SIGNAL).
+WARNING_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"),
+                         signal.SIGUSR2)
+#: The reason a process that is not the job's own records for the warning signal.
+SLURM_WARNING = "SLURM's warning signal (time limit or preemption)"
 
 _depth = 0  # nesting of deferred() in the main thread (the only thread signals reach)
-_pending: int | None = None
+_pending: tuple[int, str] | None = None
+_reasons: dict[int, Callable[[], str]] = {}  # signal -> why it interrupts (default: INTERRUPTED)
+
+
+class Interrupted(KeyboardInterrupt):
+    """An interrupt by a signal; `reason` is what the runs it ends KILLED record."""
+
+    def __init__(self, signum: int, reason: str = INTERRUPTED):
+        super().__init__(f"signal {signum}: {reason}")
+        self.signum = signum
+        self.reason = reason
+
+
+def reason(error: BaseException) -> str:
+    """Why an interrupt ended a run: its signal's reason, or `INTERRUPTED`."""
+    return error.reason if isinstance(error, Interrupted) else INTERRUPTED
 
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _why(signum: int) -> str:
+    explain = _reasons.get(signum)
+    return explain() if explain else INTERRUPTED
+
+
 def _handler(signum, frame):  # noqa: ARG001 - signal handler signature
     global _pending
     if _depth and _pending is None:
-        _pending = signum
+        _pending = (signum, _why(signum))
         return
     _pending = None
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Interrupted(signum, _why(signum))
+
+
+def _install(signum: int) -> object | None:
+    """Points `signum` at `_handler`; returns the handler it replaced (None: nothing changed)."""
+    current = signal.getsignal(signum)
+    if current is signal.SIG_IGN or current is _handler:
+        return None
+    signal.signal(signum, _handler)
+    return current if current is not None else signal.SIG_DFL
+
+
+def _in_slurm_job() -> bool:
+    return "SLURM_JOB_ID" in os.environ
 
 
 @contextlib.contextmanager
 def handled():
-    """Within: SIGTERM, and SIGINT unless it is ignored (a background job), raise
-    KeyboardInterrupt, held in `deferred()` sections. On the way out the handlers it replaced
-    come back. Nests (an inner one changes nothing); outside the main thread it changes nothing.
+    """Within: SIGTERM, and SIGINT unless it is ignored (a background job), raise `Interrupted`,
+    held in `deferred()` sections; in a SLURM job, so does its warning signal when nothing else
+    handles it. On the way out the handlers it replaced come back. Nests (an inner one changes
+    nothing); outside the main thread it changes nothing.
     """
     replaced = {}
     if _in_main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            current = signal.getsignal(signum)
-            if current is not signal.SIG_IGN and current is not _handler:
-                replaced[signum] = current
-                signal.signal(signum, _handler)
+        wanted = [signal.SIGTERM, signal.SIGINT]
+        if _in_slurm_job() and signal.getsignal(WARNING_SIGNAL) is signal.SIG_DFL:
+            wanted.append(WARNING_SIGNAL)
+        for signum in wanted:
+            previous = _install(signum)
+            if previous is not None:
+                replaced[signum] = previous
+    if WARNING_SIGNAL in replaced:
+        _reasons[WARNING_SIGNAL] = lambda: SLURM_WARNING
     try:
         yield
     finally:
         for signum, handler in replaced.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            signal.signal(signum, handler)
+        if WARNING_SIGNAL in replaced:
+            _reasons.pop(WARNING_SIGNAL, None)
+
+
+@contextlib.contextmanager
+def slurm_warning(explain: Callable[[], str]):
+    """Within (the main thread of a SLURM job): the warning signal raises `Interrupted` with the
+    reason `explain()` gives when it arrives, held in `deferred()` sections like SIGTERM. Yields
+    the handler it replaced (submitit's, which checkpoints and requeues the job); puts it back
+    on the way out."""
+    previous = signal.getsignal(WARNING_SIGNAL)
+    _reasons[WARNING_SIGNAL] = explain
+    signal.signal(WARNING_SIGNAL, _handler)
+    try:
+        yield previous
+    finally:
+        signal.signal(WARNING_SIGNAL, previous if previous is not None else signal.SIG_DFL)
+        _reasons.pop(WARNING_SIGNAL, None)
 
 
 @contextlib.contextmanager
@@ -67,5 +139,5 @@ def deferred():
     finally:
         _depth -= 1
         if _depth == 0 and _pending is not None:
-            signum, _pending = _pending, None
-            raise KeyboardInterrupt(f"signal {signum}")
+            (signum, why), _pending = _pending, None
+            raise Interrupted(signum, why)

@@ -20,7 +20,7 @@ import time
 from concurrent import futures
 
 from vggsweep.errors import EXIT_INFRASTRUCTURE, InfrastructureError
-from vggsweep.runtime import accelerator
+from vggsweep.runtime import accelerator, interrupts
 
 MAX_RESTARTS = 3
 POLL_S = 0.2
@@ -66,11 +66,13 @@ class Chief:
     def stop(self, grace_s: float = 1.0) -> None:
         self.server.stop(grace_s).wait()
 
-    def terminate(self) -> None:
-        """Ends every worker (SIGTERM: its open runs end KILLED), then kills what remains."""
+    def terminate(self, signum: int | None = None) -> None:
+        """Ends every worker (SIGTERM, or SLURM's warning signal when that is what stopped the
+        job: its open runs end KILLED with that reason), then kills what remains."""
+        signum = signum if signum == interrupts.WARNING_SIGNAL else signal.SIGTERM
         for process in self.workers.values():
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
         deadline = time.monotonic() + 30
         for process in self.workers.values():
             try:
@@ -97,8 +99,8 @@ def serve(job, tuner, report, parent_run_id: str) -> None:
         while not chief.done():
             time.sleep(POLL_S)
             _supervise(chief, job, envs, report)
-    except BaseException:
-        chief.terminate()
+    except BaseException as stop:
+        chief.terminate(getattr(stop, "signum", None))
         raise
     finally:
         chief.stop()

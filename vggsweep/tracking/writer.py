@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from vggsweep.errors import InfrastructureError, one_line
+from vggsweep.runtime import interrupts
 from vggsweep.tracking import faults, results, store
 
 
@@ -222,8 +223,8 @@ class JobTracker:
         reason = None
         if isinstance(error, InfrastructureError) or status == "FAILED":
             reason = one_line(error)
-        elif status == "KILLED":
-            reason = "interrupted"
+        elif status == "KILLED":  # "interrupted", or SLURM's event ("time limit", "preempted")
+            reason = interrupts.reason(error)
         elif run_id in self._failed:
             status = "FAILED"
         try:
@@ -258,6 +259,13 @@ class JobTracker:
         self._kill(self.children("attributes.status = 'RUNNING'"),
                    "interrupted: the process ended while this trial was running; the trial is "
                    "run again")
+
+    def close_abandoned(self, parent_id: str, reason: str) -> None:
+        """Ends KILLED, with `reason`, the runs of a job whose process was killed outright (a
+        cluster's out-of-memory or node failure: no signal it could handle) and left RUNNING."""
+        self.parent_id = parent_id
+        self._kill(self.children("attributes.status = 'RUNNING'"), reason)
+        self._kill([self.client.get_run(parent_id)], reason)
 
     def supersede_all(self, reason: str) -> None:
         """Marks every earlier trial run of this job KILLED (the search starts over)."""
