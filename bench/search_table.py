@@ -163,9 +163,8 @@ def train_point(cfg, splits, image_size: int, values: dict, seed: int) -> dict:
     """Trains one point for `budget.epochs` epochs as a trial would; after every epoch, the
     validation accuracy (as Keras measured it for the trial), the test accuracy and the epoch's
     time (the first one includes building and compiling the model)."""
-    from unittest import mock
+    import keras
 
-    from vggsweep import models
     from vggsweep.config import space
     from vggsweep.errors import ModelConfigError, NonFiniteLoss
     from vggsweep.models import training
@@ -174,30 +173,25 @@ def train_point(cfg, splits, image_size: int, values: dict, seed: int) -> dict:
     model_kwargs, optimizer_kwargs = space.point(cfg.model, cfg.optimizer, cfg.activation, values)
     batch_size, optimizer_kwargs = accelerator.scaled(cfg.budget.batch_size, optimizer_kwargs,
                                                       cfg.accelerator)
-    built = {}
-    build_model = models.build_model
-
-    def capture(*args, **kwargs):  # train_one builds the model: keep a hand on it for test
-        built["model"] = build_model(*args, **kwargs)
-        return built["model"]
-
     row = {"val": [], "test": [], "time_s": []}
     clock = [time.perf_counter()]
 
-    def on_epoch(epoch: int, logs: dict) -> None:
-        row["time_s"].append(round(time.perf_counter() - clock[0], 3))
-        row["val"].append(round(float(logs["val_accuracy"]), 6))
-        test, _ = training.evaluate(built["model"], splits.x_test, splits.y_test, "test")
-        row["test"].append(round(test["test_accuracy"], 6))
-        clock[0] = time.perf_counter()
+    class Record(keras.callbacks.Callback):
+        """After each epoch: validation as the trial saw it, test for the table only."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            row["time_s"].append(round(time.perf_counter() - clock[0], 3))
+            row["val"].append(round(float((logs or {})["val_accuracy"]), 6))
+            test, _ = training.evaluate(self.model, splits.x_test, splits.y_test, "test")
+            row["test"].append(round(test["test_accuracy"], 6))
+            clock[0] = time.perf_counter()
 
     try:
-        with mock.patch.object(models, "build_model", capture):
-            trained = training.train_one(
-                cfg.model.family, model_kwargs, optimizer_kwargs, splits, image_size=image_size,
-                epochs=int(cfg.budget.epochs), batch_size=batch_size, seed=seed,
-                patience=None, on_epoch=on_epoch, evaluate_test=False,
-                compile_options=accelerator.compile_options(cfg.accelerator))
+        trained = training.train_one(
+            cfg.model.family, model_kwargs, optimizer_kwargs, splits, image_size=image_size,
+            epochs=int(cfg.budget.epochs), batch_size=batch_size, seed=seed, patience=None,
+            callbacks=[Record()], evaluate_test=False,
+            compile_options=accelerator.compile_options(cfg.accelerator))
         row["param_count"] = int(trained.model.count_params())
     except (NonFiniteLoss, ModelConfigError) as error:  # recorded: a search meets it too
         row["failed"] = str(error).splitlines()[0]
@@ -206,6 +200,7 @@ def train_point(cfg, splits, image_size: int, values: dict, seed: int) -> dict:
 
 def record(args) -> None:
     from vggsweep import config, data
+    from vggsweep.job import checks
     from vggsweep.runtime import accelerator, quiet
 
     quiet.quiet_libraries()
@@ -218,10 +213,10 @@ def record(args) -> None:
         overrides = ["study=grid64", *dataset_overrides(dataset, args.mnist_path),
                      f"budget.epochs={args.epochs}", "budget.patience=null", "verbose=0"]
         cfg = config.compose(overrides)
-        config.validate(cfg, geometry=False)
+        checks.validate(cfg, geometry=False)  # the checks a job makes (job/plan.make)
         splits = data.load(cfg.data)
         image_size = config.effective_image_size(cfg.data, splits.image_shape)
-        config.check_geometry(cfg, image_size)
+        checks.check_geometry(cfg, image_size)
         points = grid_points(cfg)
         meta = {"dataset": dataset, "study": "grid64", "epochs": args.epochs,
                 "batch_size": int(cfg.budget.batch_size), "sizes": splits.sizes(),

@@ -148,3 +148,103 @@ def test_time_limit_ends_the_job_normally_after_one_trial(home, store):
                   "tracking.log_model=false")
     result = task.run_job(cfg)
     assert_completed_job(result, store, experiment, 1)
+
+
+# --- The reference first: every search starts from the space's default point ---------------
+
+
+@pytest.mark.parametrize("name", ["grid", "random", "quasi_random", "bayesian", "hyperband"])
+def test_every_tuner_starts_from_the_reference_and_names_it(name, home, store, capsys):
+    """`python -m vggsweep model=cnn data=digits budget=smoke` with each tuner: its first trial is
+    the space's default point, tagged as the reference, and the job line compares the best
+    with it; the best is never below it."""
+    experiment = f"reference-{name}"
+    cfg = config.compose(["model=cnn", "data=digits", "budget=smoke", f"tuner={name}",
+                          "verbose=0", f"tracking.uri={store}", f"experiment={experiment}",
+                          f"tuner.directory={home / 'tuner_state'}", "tracking.log_model=false"])
+    assert list(space.plain(cfg.tuner.enqueue)) == [{}]  # the default: the space's defaults
+    result = task.run_job(cfg)
+    runs = assert_completed_job(result, store, experiment)
+    first = next(r for r in runs if int(r.data.tags["vggsweep.trial_id"]) == 0)
+    model_kwargs, optimizer_kwargs = space.point(cfg.model, cfg.optimizer, cfg.activation)
+    searched = {k for section in (cfg.model, cfg.optimizer) for k, v in section.items()
+                if space.is_spec(v)} | {"activation"}
+    defaults = {**model_kwargs, **optimizer_kwargs}
+    assert {k: first.data.params[k] for k in searched} == {k: str(defaults[k])
+                                                           for k in searched}
+    assert [r.data.tags.get("vggsweep.reference") for r in runs].count("true") == 1
+    assert first.data.tags.get("vggsweep.reference") == "true"
+    reference_val = first.data.metrics["val_accuracy_kept"]
+    assert result.best_val_accuracy >= reference_val
+    parent = helpers_client(store).get_run(result.parent_run_id)
+    assert parent.data.metrics["reference_val_accuracy"] == pytest.approx(reference_val)
+    out = capsys.readouterr().out
+    assert "reference trial 1" in out, out
+
+
+def helpers_client(uri):
+    from helpers import client
+
+    return client(uri)
+
+
+def _searched_space():
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    hp.Choice("units", [16, 32, 64], default=32)
+    hp.Choice("act", ["relu", "tanh"])
+    hp.Fixed("width", 3)
+    return hp
+
+
+def _oracle(name: str, directory: Path, enqueue=({},), **tuner):
+    from omegaconf import OmegaConf
+
+    tuner_cfg = OmegaConf.create({"name": name, "num_initial_points": None, "factor": 3,
+                                  "hyperband_iterations": 1, **tuner})
+    oracle = oracles.make_oracle(tuner_cfg, OmegaConf.create({"max_trials": 6, "epochs": 9}),
+                                 seed=3, enqueue=enqueue)
+    internals.set_project_dir(oracle, str(directory), "p")
+    oracle.update_space(_searched_space())
+    return oracle
+
+
+@pytest.mark.parametrize("name", ["random", "quasi_random", "bayesian", "hyperband"])
+def test_the_first_trial_is_the_reference_unless_enqueue_is_empty(name, tmp_path):
+    oracle = _oracle(name, tmp_path / "on")
+    first = oracle.create_trial("tuner0")
+    values = {k: v for k, v in first.hyperparameters.values.items() if not k.startswith("tuner/")}
+    assert values == {"units": 32, "act": "relu", "width": 3}
+    assert oracle.reference_trial_id == first.trial_id
+    assert oracles.is_reference(first.trial_id, True)
+    if name == "hyperband":  # trained to the full budget, outside the brackets
+        assert first.hyperparameters.values["tuner/epochs"] == 9
+        assert first.hyperparameters.values["tuner/initial_epoch"] == 0
+    assert oracle.get_state()["reference_trial_id"] == first.trial_id
+
+    off = _oracle(name, tmp_path / "off", enqueue=())
+    off.create_trial("tuner0")
+    assert off.reference_trial_id is None and off.get_state()["reference_trial_id"] is None
+
+
+def test_hyperband_never_draws_the_reference_again(tmp_path):
+    oracle = _oracle("hyperband", tmp_path)
+    seen = []
+    while True:
+        trial = oracle.create_trial("tuner0")
+        if trial.status != internals.RUNNING:
+            break
+        values = trial.hyperparameters.values
+        if "tuner/trial_id" not in values:  # a new point (not a promotion)
+            seen.append((values["units"], values["act"]))
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5 + 0.01 * len(seen)})
+        trial.status = internals.COMPLETED
+        oracle.end_trial(trial)
+    assert seen[0] == (32, "relu") and len(set(seen)) == len(seen)
+
+
+def test_bayesian_starts_with_three_random_points_per_searched_hyperparameter(tmp_path):
+    oracle = _oracle("bayesian", tmp_path, enqueue=())
+    oracle.create_trial("tuner0")
+    assert oracle.num_initial_points == 6  # 2 searched (the fixed one does not count)

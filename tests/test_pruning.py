@@ -100,3 +100,43 @@ def test_cost_aware_search_records_its_objective(tmp_path, monkeypatch):
         assert trial["cost_adjusted_accuracy"] == pytest.approx(expected)
     assert trials["pareto_params"].any()
     assert tuners.TUNERS["bayesian"].counts_trials
+
+
+class StopEveryone:
+    """A pruner that stops every trial at every epoch."""
+
+    def should_stop(self, trial, trials, epoch: int) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("pruner", [StopEveryone(), pruning.SuccessiveHalvingPruner(3, 1, 1)])
+def test_a_pruner_never_stops_the_reference_trial(pruner, tmp_path):
+    """The reference (the first enqueued point) runs to its end whatever the pruner says, even
+    when it is the worst trial at a rung; the others are stopped."""
+    import keras_tuner as kt
+
+    from vggsweep.search import oracles
+
+    hp = kt.HyperParameters()
+    hp.Choice("units", [16, 32, 64])
+    from omegaconf import OmegaConf
+
+    oracle = oracles.make_oracle(OmegaConf.create({"name": "random"}),
+                                 OmegaConf.create({"max_trials": 3}), seed=1, pruner=pruner,
+                                 enqueue=[{}])
+    internals.set_project_dir(oracle, str(tmp_path), "p")
+    oracle.update_space(hp)
+    statuses = {}
+    # The reference first (the worst curve of all), then a good trial, then a poor one.
+    for curve in ([0.05, 0.06, 0.07], [0.9, 0.95, 0.97], [0.1, 0.2, 0.3]):
+        trial = oracle.create_trial("tuner0")
+        for epoch, value in enumerate(curve):
+            answer = oracle.update_trial(trial.trial_id, {"val_accuracy": value}, step=epoch)
+            if answer.status == internals.STOPPED:
+                break
+        statuses[trial.trial_id] = answer.status
+        trial.status = internals.COMPLETED
+        oracle.end_trial(trial)
+    assert oracle.reference_trial_id == "0"
+    assert statuses["0"] == internals.RUNNING
+    assert statuses["2"] == internals.STOPPED

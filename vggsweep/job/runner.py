@@ -119,6 +119,7 @@ class Job:
                         store.JOB_NAME: self.name, **({store.WORKER: worker} if worker else {})},
             compile_options=accelerator.compile_options(cfg.accelerator),
             accelerator=cfg.accelerator,
+            reference_first=bool(space.plain(cfg.tuner.enqueue)),
         )
 
     def tuner(self, tracker, report, worker: str | None = None):
@@ -200,11 +201,8 @@ def summarize(job: Job, tracker, report, started: float) -> JobResult:
     counts = tracker.trial_counts()
     completed, failed = counts["FINISHED"], counts["FAILED"]
     best = tracker.best_trial()
-    best_pair = None
-    if best is not None:
-        metrics = best.data.metrics
-        best_pair = (metrics.get("val_accuracy_kept", metrics.get("val_accuracy")),
-                     metrics.get("test_accuracy", float("nan")))
+    best_pair = None if best is None else _val_and_test(best)
+    reference = next(iter(tracker.children(f"tags.`{store.REFERENCE}` = 'true'")), None)
     summary = {"trials_completed": completed, "trials_failed": failed,
                "trials_pruned": counts["PRUNED"], "epochs_saved": counts["epochs_saved"],
                "job_time_s": time.perf_counter() - started}
@@ -219,6 +217,12 @@ def summarize(job: Job, tracker, report, started: float) -> JobResult:
         if "runner_up" in margins:
             other, margin = margins["runner_up"]
             best_text += "; " + margin.describe(other)
+    if reference is not None and reference.info.status == "FINISHED":
+        summary.update(zip(("reference_val_accuracy", "reference_test_accuracy"),
+                           _val_and_test(reference)))
+    line = _reference_line(reference, best)
+    if line:
+        best_text = f"{best_text}; {line}" if best_text else line
     tracker.finish_job(summary)
     report.job_end(completed - counts["PRUNED"], counts["PRUNED"], failed, best_text)
     if completed == 0:
@@ -261,6 +265,28 @@ def job_margins(tracker, best) -> dict:
 def _kept_accuracy(run) -> float | None:
     metrics = run.data.metrics
     return metrics.get("val_accuracy_kept", metrics.get("val_accuracy"))
+
+
+def _val_and_test(run) -> tuple[float, float]:
+    metrics = run.data.metrics
+    return (metrics.get("val_accuracy_kept", metrics.get("val_accuracy")),
+            metrics.get("test_accuracy", float("nan")))
+
+
+def _reference_line(reference, best) -> str | None:
+    """How the best trial compares with the reference trial, for the job line."""
+    if reference is None:
+        return None
+    number = int(reference.data.tags.get(store.TRIAL_ID, 0)) + 1
+    if reference.info.status != "FINISHED":
+        return f"reference trial {number} {reference.info.status.lower()}"
+    val, test = _val_and_test(reference)
+    if best is None or best.info.run_id == reference.info.run_id:
+        return f"reference trial {number} is the best: no trial beat it on validation"
+    best_val, best_test = _val_and_test(best)
+    return (f"reference trial {number}: val_accuracy {val:.4f}, test_accuracy {test:.4f}; "
+            f"the best beats it by {best_val - val:+.4f} on validation, "
+            f"{best_test - test:+.4f} on test")
 
 
 def log_best_model(tracker, path: Path, splits, best_run) -> None:

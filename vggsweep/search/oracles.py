@@ -6,9 +6,13 @@ job's trials are trained by several workers).
 - state written atomically (temporary file, fsync, rename), re-saved after a trial ends so that a
   restarted chief never re-runs a finished trial;
 - `deadline`: no new trial starts after it (at least one trial always runs);
-- `enqueue`: points evaluated first (warm start), in order, whatever the search strategy;
+- `enqueue`: points evaluated first (warm start), in order, whatever the search strategy; the
+  first of them is the search's *reference*: trial 0, trained to its last epoch whatever the
+  strategy (the config's default, `[{}]`, is the space's default point: a search starts from the
+  model one would have written by hand, and its best is never below it);
 - `pruner`: stops a trial whose validation accuracy is behind at an epoch (its `update_trial`
-  answers STOPPED, which the trial's Keras callback turns into the end of the fit).
+  answers STOPPED, which the trial's Keras callback turns into the end of the fit); never the
+  reference.
 Each is a constructor argument (`make_oracle` builds an oracle complete); keras-tuner's private
 hooks are reached through `vggsweep.search.internals` only.
 """
@@ -28,6 +32,12 @@ OBJECTIVE = kt.Objective("val_accuracy", direction="max")
 #: With `tuner.cost`: validation accuracy minus `tuner.cost_weight` per decade of the cost.
 COST_OBJECTIVE = kt.Objective("cost_adjusted_accuracy", direction="max")
 FINISHED_STATES = (internals.COMPLETED, internals.FAILED)
+
+
+def is_reference(trial_id: str, reference_first: bool) -> bool:
+    """Whether a trial is its search's reference: the first trial, when the search has
+    warm-start points (every oracle below creates the first enqueued point first)."""
+    return reference_first and int(trial_id) == 0
 
 
 class SurvivingOracleMixin(internals.OracleHooks):
@@ -87,11 +97,19 @@ class SurvivingOracleMixin(internals.OracleHooks):
         """A random point (random search, Bayesian's first points): the warm starts first."""
         return self.next_enqueued() or self.stock_random_values()
 
+    @property
+    def reference_trial_id(self) -> str | None:
+        """The reference trial's id (the first enqueued point's), once it is created."""
+        first = self.start_order[0] if self.start_order else None
+        return first if first is not None and is_reference(first, bool(self.enqueue)) else None
+
     @kt.synchronized
     def update_trial(self, trial_id, metrics, step=0):
         trial = super().update_trial(trial_id, metrics, step=step)
-        # With a pruner, workers report every epoch (step = epoch index).
-        if self.pruner is not None and trial.status == RUNNING:
+        # With a pruner, workers report every epoch (step = epoch index). The reference is
+        # never stopped: the search's best is then never below it.
+        if (self.pruner is not None and trial.status == RUNNING
+                and trial_id != self.reference_trial_id):
             if self.pruner.should_stop(trial, self.trials.values(), int(step)):
                 trial.status = STOPPED
         return trial
@@ -99,6 +117,7 @@ class SurvivingOracleMixin(internals.OracleHooks):
     def get_state(self):
         state = super().get_state()
         state["enqueue_index"] = self._enqueue_index
+        state["reference_trial_id"] = self.reference_trial_id  # for readers of the state
         return state
 
     def set_state(self, state):
@@ -128,11 +147,30 @@ class GridOracle(SurvivingOracleMixin, kt.oracles.GridSearchOracle):
 
 class BayesianOracle(EnqueueFirstMixin, SurvivingOracleMixin,
                      kt.oracles.BayesianOptimizationOracle):
-    pass
+    """keras-tuner's Gaussian-process search. Its random start defaults to 3 points per
+    *searched* hyperparameter: keras-tuner counts the fixed ones too, and a job declares every
+    fixed value (24 in S3's grid study, whose 64 points it would then all draw at random)."""
+
+    def populate_space(self, trial_id):
+        if self.num_initial_points is None:
+            searched = sum(not internals.is_fixed(hp) for hp in self.hyperparameters.space)
+            self.num_initial_points = max(3 * searched, 3)
+        return super().populate_space(trial_id)
 
 
 class HyperbandOracle(SurvivingOracleMixin, kt.oracles.HyperbandOracle):
-    pass
+    """keras-tuner's Hyperband; the reference (the first enqueued point) comes first, trained to
+    the full `max_epochs` outside the brackets (a bracket would train it for fewer epochs and
+    might not promote it), then the brackets run as keras-tuner's do; they never draw the
+    reference again (keras-tuner's duplicate test)."""
+
+    def populate_space(self, trial_id):
+        if not self.trials and self.enqueue:
+            values = self.next_enqueued()
+            if values is not None:
+                values.update({"tuner/epochs": self.max_epochs, "tuner/initial_epoch": 0})
+                return {"status": RUNNING, "values": values}
+        return super().populate_space(trial_id)
 
 
 class QuasiRandomOracle(SurvivingOracleMixin, kt.Oracle):
@@ -145,12 +183,18 @@ class QuasiRandomOracle(SurvivingOracleMixin, kt.Oracle):
     def __init__(self, objective=None, max_trials=10, seed=None, **kwargs):
         super().__init__(objective=objective, max_trials=max_trials, seed=seed, **kwargs)
         self._next_index = 0
+        self._sequence = None  # the sequence drawn so far (a seeded Sobol is deterministic)
 
     def _points(self, dimensions: int, index: int):
-        from scipy.stats import qmc
+        """The sequence up to at least `index` (drawn again, longer, only when it must grow)."""
+        if (self._sequence is None or index >= len(self._sequence)
+                or self._sequence.shape[1] != max(dimensions, 1)):
+            from scipy.stats import qmc
 
-        count = 1 << max(int(index).bit_length(), 4)  # a power of two keeps Sobol balanced
-        return qmc.Sobol(d=max(dimensions, 1), scramble=True, seed=self.seed).random(count)
+            count = 1 << max(int(index).bit_length(), 4)  # a power of two keeps Sobol balanced
+            self._sequence = qmc.Sobol(d=max(dimensions, 1), scramble=True,
+                                       seed=self.seed).random(count)
+        return self._sequence
 
     def populate_space(self, trial_id):
         if self.deadline is not None and self.trials and time.monotonic() > self.deadline:

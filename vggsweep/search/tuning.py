@@ -30,8 +30,9 @@ from vggsweep.models import training
 from vggsweep.runtime import accelerator, files
 from vggsweep.runtime.files import atomic_write_json, project_lock
 from vggsweep.search import internals
+from vggsweep.search.oracles import is_reference
 from vggsweep.search.trialspace import TrialSpace
-from vggsweep.tracking import agreement, faults
+from vggsweep.tracking import agreement, faults, store
 
 CHECKPOINT = "checkpoint.weights.h5"
 #: The kept model (the job's best trial's) lives in <project>/kept/trial_<id>.keras, beside its
@@ -67,6 +68,7 @@ class JobContext:
     trial_tags: dict = field(default_factory=dict)
     compile_options: dict = field(default_factory=dict)
     accelerator: object = None  # the accelerator config subtree (batch scaling)
+    reference_first: bool = False  # trial 0 is the reference (the first enqueued point)
 
     def cost_adjusted(self, val_accuracy: float, cost: float) -> float:
         """The search's objective with `tuner.cost`: accuracy minus weight x log10(cost)."""
@@ -161,6 +163,8 @@ class SweepTuner(internals.TunerHooks, kt.Tuner):
         params = {**values, **{k: v for k, v in model_kwargs.items() if k not in values},
                   "seed": self.job.seed + int(trial.trial_id), **self.job.trial_params}
         tags = {**self.job.trial_tags, "activation": model_kwargs["activation"]}
+        if is_reference(trial.trial_id, self.job.reference_first):
+            tags[store.REFERENCE] = "true"
         try:
             with self.job.tracker.trial_run(trial.trial_id, params, tags) as run:
                 try:

@@ -30,6 +30,7 @@ RESUMED = "vggsweep.resumed"  # "true" on a parent run that a rerun reopened
 WORKER = "vggsweep.worker"  # the tuner worker that trained a trial
 PRUNED = "vggsweep.pruned"  # "true" on a trial the pruner stopped early
 KEPT_MODEL = "vggsweep.kept_model"  # on the job's best trial: where its model is kept on disk
+REFERENCE = "vggsweep.reference"  # "true" on the job's reference trial (its first enqueued point)
 SOURCE_RUN = "vggsweep.source_run"  # on a confidence run: the trial it retrains
 ATTEMPT = "vggsweep.attempt"  # a client-made id on a created run: a retried creation finds it
 LOGGED_FROM = "vggsweep.logged_from"  # on a job's logged model: the trial run it was kept from
