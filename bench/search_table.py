@@ -530,7 +530,7 @@ def vggsweep_oracle(overrides: list[str], epochs: int, seed: int):
     every epoch to it (it does when it prunes). The one function that knows how a job builds
     its search (`vggsweep.job.runner.Job.tuner`)."""
     from vggsweep.config import space
-    from vggsweep.search import oracles, pruning, tuning
+    from vggsweep.search import oracles, trialspace, tuners
 
     cfg = _study_config((*overrides, f"budget.epochs={epochs}", "budget.max_trials=10000"))
     model_cfg, optimizer_cfg, activation = cfg.model, cfg.optimizer, cfg.activation
@@ -539,13 +539,12 @@ def vggsweep_oracle(overrides: list[str], epochs: int, seed: int):
         model_cfg = space.with_defaults(model_cfg, enqueue[0])
         optimizer_cfg = space.with_defaults(optimizer_cfg, enqueue[0])
         activation = space.with_defaults({"activation": activation}, enqueue[0])["activation"]
-    hypermodel = tuning.SweepHyperModel(model_cfg, optimizer_cfg, activation,
-                                        input_shape=(28, 28, 1), num_classes=10, image_size=28,
-                                        epochs=epochs)
-    pruner = pruning.make_pruner(cfg.tuner)
-    oracle = oracles.make_oracle(cfg.tuner, cfg.budget, seed, pruner=pruner, enqueue=enqueue)
+    trial_space = trialspace.TrialSpace(model_cfg, optimizer_cfg, activation,
+                                        input_shape=(28, 28, 1), num_classes=10, image_size=28)
+    oracle = oracles.make_oracle(cfg.tuner, cfg.budget, seed,
+                                 pruner=tuners.make_pruner(cfg.tuner), enqueue=enqueue)
     hp = oracle.get_space()
-    hypermodel.declare_hyperparameters(hp)
+    trial_space.declare(hp)
     oracle.update_space(hp)
     return oracle, str(cfg.tuner.pruner) != "off"
 
@@ -560,8 +559,8 @@ def reference_point() -> dict:
 def in_memory(oracle):
     """The oracle's state kept in memory: a replayed search writes no files (the search is
     the same; only keras-tuner's persistence is left out)."""
-    oracle.save = lambda *args, **kwargs: None
-    oracle._save_trial = lambda *args, **kwargs: None
+    for name in ("save", "save_trial", "_save_trial"):  # vggsweep's names and keras-tuner's
+        setattr(oracle, name, lambda *args, **kwargs: None)
     oracle.verbose = 0  # as a job's tuner sets it
     return oracle
 
@@ -652,12 +651,13 @@ class Strategy:
     family: str  # vggsweep | keras-tuner | optuna
     run: object  # (replay, tuner seed) -> how the search ended
     seeded: bool = True  # False: the tuner seed changes nothing (a grid walks in its order)
-    slow: bool = False  # left out unless named: minutes per search (Gaussian-process steps)
+    slow: bool = False  # left out unless named: minutes per search (keras-tuner's Gaussian
+    # process: 50 L-BFGS restarts per trial, ~5 s a trial on a 2-core CPU)
 
 
 def strategies() -> list[Strategy]:
     found = [Strategy(f"vggsweep {name}", "vggsweep", run_vggsweep(overrides),
-                      seeded=name != "grid")
+                      seeded=name != "grid", slow=name.startswith("bayesian"))
              for name, overrides in VGGSWEEP.items()]
     found += [Strategy(f"keras-tuner {kind}", "keras-tuner", run_keras_tuner(kind),
                        seeded=kind != "grid", slow=kind == "bayesian")
@@ -780,7 +780,9 @@ def spread(values, digits: int = 4) -> str:
     if values is None:
         return "n/a"
     q1, median, q3 = values
-    shown = (lambda v: "never" if math.isinf(v) else f"{v:.{digits}f}")
+    def shown(value: float) -> str:
+        return "never" if math.isinf(value) else f"{value:.{digits}f}"
+
     return f"{shown(median)} [{shown(q1)}\u2013{shown(q3)}]"
 
 
@@ -798,7 +800,7 @@ def print_table(table: Table, summaries: list[dict], args, reference: dict | Non
           "(validation selects; test is only reported)")
     if table.incomplete:
         print(f"(seeds still being recorded, left out: {table.incomplete})")
-    if reference is not None:
+    if reference is not None and tuple(reference.get(n) for n in table.names) in table.points:
         index = table.index(reference)
         gaps = [table.kept(seed).max() - table.kept(seed)[index] for seed in table.seeds]
         print(f"the reference point alone (S3's own model, {table.epochs} epochs): regret "
@@ -871,8 +873,8 @@ def plot(tables: dict, summaries: dict, path: Path, tolerance: float) -> None:
 
 
 def replay(args) -> None:
-    from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     tables = {dataset: load_table(args.table, dataset) for dataset in args.datasets}
     chosen = [s for s in strategies() if any(f in s.name for f in args.strategies)
