@@ -133,9 +133,9 @@ def main() -> None:
               f"data.train_samples={args.train_samples}", f"data.val_fraction={fraction:.6f}",
               f"data.test_samples={args.test_samples}", f"budget.epochs={args.epochs}",
               "budget.patience=null", "budget.max_trials=64"]
-    from vggsweep.job import task
+    from vggsweep.runtime import quiet
 
-    task.quiet_libraries()  # as the command line does: TensorFlow's retracing notes to warnings
+    quiet.quiet_libraries()  # as the command line does: TensorFlow's retracing notes to warnings
     home = Path(tempfile.mkdtemp(prefix="vggsweep-search-"))
     for repeat in range(args.repeats):
         if repeat in done or args.only not in (None, repeat):
@@ -180,9 +180,9 @@ def run_repeat(common: list[str], home: Path, repeat: int, side_by_side: bool) -
 
 
 def _quiet_run_search(*args):
-    from vggsweep.job import task
+    from vggsweep.runtime import quiet
 
-    task.quiet_libraries()
+    quiet.quiet_libraries()
     return run_search(*args)
 
 

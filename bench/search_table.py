@@ -514,6 +514,9 @@ VGGSWEEP = {
     "bayesian": ["tuner=bayesian", "tuner.pruner=off"],
     "bayesian + ASHA": ["tuner=bayesian", "tuner.pruner=asha", "tuner.pruner_min_trials=1"],
     "hyperband": ["tuner=hyperband", "tuner.hyperband_iterations=100"],
+    "tpe": ["tuner=tpe", "tuner.pruner=off"],
+    "tpe + ASHA": ["tuner=tpe", "tuner.pruner=asha", "tuner.pruner_min_trials=1"],
+    "tpe + median": ["tuner=tpe", "tuner.pruner=median", "tuner.pruner_min_trials=3"],
 }
 
 
@@ -674,33 +677,36 @@ def strategies() -> list[Strategy]:
 
 def measure(table: Table, seed: int, replay: Replay, tolerance: float,
             shares=BUDGET_SHARES) -> dict:
-    """One repeat's figures: the regret after every epoch up to the grid's epochs (the table's
-    best validation accuracy minus that of the best point trained through its last epoch so
-    far; inf before the first), the epochs until the regret was within `tolerance`, and the
-    test accuracy of the point a user would select (the best on validation) at each share of
-    the grid's epochs."""
+    """One repeat's figures (`anytime`) from the points its replay trained to their end."""
     kept, kept_test = table.kept(seed), table.kept_test(seed)
-    horizon = table.grid_epochs
+    finished = [(spent, kept[index], kept_test[index]) for spent, index in replay.finished]
+    figures = anytime(finished, kept.max(), table.grid_epochs, tolerance, shares)
+    return {**figures, "spent": replay.spent}
+
+
+def anytime(finished: list, best: float, horizon: int, tolerance: float,
+            shares=BUDGET_SHARES) -> dict:
+    """The regret after every epoch up to `horizon` (`best`, the table's best validation
+    accuracy, minus that of the best point trained through its last epoch so far; inf before
+    the first), the epochs until the regret was within `tolerance`, and the test accuracy of
+    the point a user would select (the best on validation; ties: the first) at each share of
+    `horizon`. `finished`: (epochs spent when it finished, its validation, its test) in order."""
     regret = np.full(horizon + 1, np.inf)
-    best_index, best_so_far, at = None, -np.inf, 0
-    selected = np.full(horizon + 1, -1)
-    for spent, index in replay.finished:
+    chosen = np.full(horizon + 1, np.nan)
+    best_so_far, its_test, at = -np.inf, np.nan, 0
+    for spent, val, test in finished:
         if spent > horizon:
             break
-        regret[at:spent] = kept.max() - best_so_far
-        selected[at:spent] = -1 if best_index is None else best_index
-        if kept[index] > best_so_far:
-            best_so_far, best_index = kept[index], index
+        regret[at:spent], chosen[at:spent] = best - best_so_far, its_test
+        if val > best_so_far:
+            best_so_far, its_test = val, test
         at = spent
-    regret[at:] = kept.max() - best_so_far
-    selected[at:] = -1 if best_index is None else best_index
+    regret[at:], chosen[at:] = best - best_so_far, its_test
     within = np.nonzero(regret <= tolerance + 1e-12)[0]
-    tests = {}
-    for share in shares:
-        chosen = selected[int(share * horizon)]
-        tests[share] = None if chosen < 0 else float(kept_test[chosen])
+    tests = {share: None if np.isnan(chosen[int(share * horizon)])
+             else float(chosen[int(share * horizon)]) for share in shares}
     return {"regret": regret, "reach": int(within[0]) if len(within) else None,
-            "tests": tests, "spent": replay.spent}
+            "tests": tests}
 
 
 def run_strategy(args: tuple) -> dict:
@@ -916,6 +922,79 @@ def replay(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# confirm: live searches (real training, through the job runner) on a seed the table does not
+# hold, measured as the replay measures them
+
+
+def live_search(name: str, overrides: list[str], home: Path, seed: int) -> list[dict]:
+    """Runs one search as a job of the grid64 study; its trials in the order they ended."""
+    from vggsweep import config
+    from vggsweep.job import task
+    from vggsweep.tracking import results, store
+
+    experiment = f"confirm-{seed}-{abs(hash(name)) % 100_000}"
+    uri = f"sqlite:///{home}/mlflow.db"
+    cfg = config.compose(["study=grid64", *overrides, f"seed={seed}", f"experiment={experiment}",
+                          f"tracking.uri={uri}", f"tuner.directory={home}/tuner_state",
+                          "tuner.fresh=true", "verbose=0", "tracking.log_model=false"])
+    result = task.run_job(cfg)
+    if result.status != "completed":
+        raise StrategyError(f"{name}: the live job {result.status}: {result.message}")
+    client, experiment_id = store.open_existing(uri, experiment)
+    runs = client.search_runs([experiment_id], f"tags.`{store.ROLE}` = 'trial' and "
+                              "attributes.status = 'FINISHED'",
+                              order_by=["attributes.end_time ASC"], max_results=5000)
+    return [{"epochs": int(r.data.metrics["epochs_run"]),
+             "val": r.data.metrics[results.KEPT_VAL_ACCURACY],
+             "test": r.data.metrics["test_accuracy"],
+             "pruned": results.trial_status(r) == "PRUNED",
+             "reference": r.data.tags.get(store.REFERENCE) == "true"} for r in runs]
+
+
+def confirm(args) -> None:
+    import tempfile
+
+    from vggsweep.runtime import quiet
+
+    quiet.quiet_libraries()
+    common = [*dataset_overrides(args.dataset, args.mnist_path), f"budget.epochs={args.epochs}",
+              "budget.patience=null", "budget.max_trials=64"]
+    home = Path(tempfile.mkdtemp(prefix="vggsweep-confirm-"))
+    names = ["grid", *args.strategies]
+    unknown = [n for n in names if n not in VGGSWEEP]
+    if unknown:
+        raise UsageError(f"unknown strategies {unknown}; vggsweep's: {', '.join(VGGSWEEP)}")
+    found = {}
+    for name in names:
+        started = time.perf_counter()
+        found[name] = live_search(name, [*common, *VGGSWEEP[name]], home, args.seed)
+        print(f"  {name}: {len(found[name])} trials, "
+              f"{sum(t['epochs'] for t in found[name])} epochs, "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+    horizon = 64 * args.epochs
+    best = max(t["val"] for t in found["grid"])
+    print(f"\nlive searches on {args.dataset}, seed {args.seed} (not in the table), "
+          f"{args.epochs} epochs per point; target: the live grid's best validation accuracy "
+          f"{best:.4f}; tolerance {args.tolerance}")
+    print(f"{'search':<28}" + "".join(f"{f'regret at {s:.0%}':>16}" for s in BUDGET_SHARES)
+          + f"{'epochs to best':>16}" + "".join(f"{f'test at {s:.0%}':>14}"
+                                               for s in BUDGET_SHARES))
+    for name, trials in found.items():
+        spent, finished = 0, []
+        for trial in trials:
+            spent += trial["epochs"]
+            if not trial["pruned"] and trial["epochs"] >= args.epochs:
+                finished.append((spent, trial["val"], trial["test"]))
+        figures = anytime(finished, best, horizon, args.tolerance)
+        cells = [f"{figures['regret'][int(s * horizon)]:.4f}" for s in BUDGET_SHARES]
+        reach = "never" if figures["reach"] is None else str(figures["reach"])
+        tests = ["n/a" if figures["tests"][s] is None else f"{figures['tests'][s]:.4f}"
+                 for s in BUDGET_SHARES]
+        print(f"{name:<28}" + "".join(f"{c:>16}" for c in cells) + f"{reach:>16}"
+              + "".join(f"{t:>14}" for t in tests))
+
+
+# ------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -940,12 +1019,22 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--jobs", type=int, default=2, help="processes")
     rep.add_argument("--markdown", action="store_true", help="the tables in Markdown")
     rep.add_argument("--plot", type=Path, default=None, help="the anytime plot (PNG)")
+    con = commands.add_parser("confirm", help="live searches (real training) on a seed the "
+                              "table does not hold, measured as the replay measures them")
+    con.add_argument("--dataset", default="digits", choices=["mnist", "digits"])
+    con.add_argument("--seed", type=int, default=3)
+    con.add_argument("--epochs", type=int, default=4)
+    con.add_argument("--strategies", nargs="+", default=["quasi_random + ASHA"])
+    con.add_argument("--tolerance", type=float, default=TOLERANCE)
+    con.add_argument("--mnist-path", type=Path, default=MNIST_PATH)
     args = parser.parse_args(argv)
     try:
         if args.command == "record":
             if args.epochs < 1 or any(s < 0 for s in args.seeds):
                 raise UsageError("--epochs must be >= 1 and --seeds >= 0")
             record(args)
+        elif args.command == "confirm":
+            confirm(args)
         else:
             if args.repeats < 1 or args.jobs < 1 or not 0 <= args.tolerance < 1:
                 raise UsageError("--repeats and --jobs must be >= 1, --tolerance in [0, 1)")

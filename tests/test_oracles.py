@@ -153,7 +153,8 @@ def test_time_limit_ends_the_job_normally_after_one_trial(home, store):
 # --- The reference first: every search starts from the space's default point ---------------
 
 
-@pytest.mark.parametrize("name", ["grid", "random", "quasi_random", "bayesian", "hyperband"])
+@pytest.mark.parametrize("name", ["grid", "random", "quasi_random", "bayesian", "hyperband",
+                                  "tpe"])
 def test_every_tuner_starts_from_the_reference_and_names_it(name, home, store, capsys):
     """`python -m vggsweep model=cnn data=digits budget=smoke` with each tuner: its first trial is
     the space's default point, tagged as the reference, and the job line compares the best
@@ -210,7 +211,7 @@ def _oracle(name: str, directory: Path, enqueue=({},), **tuner):
     return oracle
 
 
-@pytest.mark.parametrize("name", ["random", "quasi_random", "bayesian", "hyperband"])
+@pytest.mark.parametrize("name", ["random", "quasi_random", "bayesian", "hyperband", "tpe"])
 def test_the_first_trial_is_the_reference_unless_enqueue_is_empty(name, tmp_path):
     oracle = _oracle(name, tmp_path / "on")
     first = oracle.create_trial("tuner0")
@@ -248,3 +249,29 @@ def test_bayesian_starts_with_three_random_points_per_searched_hyperparameter(tm
     oracle = _oracle("bayesian", tmp_path, enqueue=())
     oracle.create_trial("tuner0")
     assert oracle.num_initial_points == 6  # 2 searched (the fixed one does not count)
+
+
+def test_tpe_learns_from_the_trials_and_resumes_from_them(tmp_path):
+    """The Optuna-backed search is told every trial (pruned ones as pruned), never trains a
+    point twice, ends when its sampler only repeats tried points, and a reloaded oracle rebuilds
+    its study from the trials it saved."""
+    oracle = _oracle("tpe", tmp_path)
+    tried = []
+    while True:
+        trial = oracle.create_trial("tuner0")
+        if trial.status != internals.RUNNING:
+            break
+        values = trial.hyperparameters.values
+        tried.append((values["units"], values["act"]))
+        score = values["units"] / 100 + (values["act"] == "tanh") * 0.1
+        oracle.update_trial(trial.trial_id, {"val_accuracy": score}, step=0)
+        trial.status = internals.COMPLETED
+        oracle.end_trial(trial)
+    assert tried[0] == (32, "relu") and len(set(tried)) == len(tried) == 6  # all 6, once each
+    study = oracle._optuna()
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) >= 6
+    assert study.best_value == pytest.approx(0.74)
+
+    again = _oracle("tpe", tmp_path)
+    again.reload()
+    assert len(again._optuna().trials) == 6 and again._optuna().best_value == pytest.approx(0.74)

@@ -42,6 +42,7 @@ TUNERS: dict[str, Tuner] = {
                                        "hyperband_iterations": tuner_cfg.hyperband_iterations},
         counts_trials=False),
     "quasi_random": Tuner("vggsweep.search.oracles:QuasiRandomOracle", _trials),
+    "tpe": Tuner("vggsweep.search.samplers:SamplerOracle", _trials),  # Optuna's TPE
 }
 
 #: Pruners (`tuner.pruner`): name -> factory of the rule from the tuner config (None: never).
