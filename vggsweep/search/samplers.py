@@ -21,8 +21,9 @@ from vggsweep.search.oracles import SurvivingOracleMixin
 
 
 def distributions(hyperparameters) -> dict:
-    """Optuna's distributions for the searched keras-tuner hyperparameters, name -> one of them.
-    Evenly spaced integer choices become integer ranges (every sampler models their order)."""
+    """Optuna's distributions for the searched keras-tuner hyperparameters, name -> one of them:
+    a choice as a categorical (what `suggest_categorical` gives an Optuna user), a range as a
+    numeric range with its step and scale."""
     from optuna import distributions as found
 
     result = {}
@@ -31,14 +32,7 @@ def distributions(hyperparameters) -> dict:
         if internals.is_fixed(hp):
             continue
         if kind == "Choice":
-            values = list(config["values"])
-            integers = len(values) > 1 and all(type(v) is int for v in values)
-            steps = {b - a for a, b in zip(values, values[1:])} if integers else set()
-            if len(steps) == 1 and steps.pop() > 0:
-                result[hp.name] = found.IntDistribution(values[0], values[-1],
-                                                        step=values[1] - values[0])
-            else:
-                result[hp.name] = found.CategoricalDistribution(values)
+            result[hp.name] = found.CategoricalDistribution(list(config["values"]))
         elif kind == "Boolean":
             result[hp.name] = found.CategoricalDistribution([False, True])
         elif kind in ("Int", "Float"):
