@@ -25,7 +25,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -387,19 +386,26 @@ def load_table(path: Path, dataset: str) -> Table:
 
 class Replay:
     """One repeat's trainer: answers each epoch from the table under one seed, counts the
-    epochs spent, and notes when a point has been trained through its last epoch."""
+    epochs spent, and notes when a point has been trained through its last epoch.
+
+    The search ends at `budget` epochs, or as soon as it has trained the table's best point
+    through its last epoch: nothing it does after that can change its figures (its regret is 0
+    from then on, and a later point cannot displace the selected one), so the rest is not
+    replayed."""
 
     def __init__(self, table: Table, seed: int, budget: int, stall_limit: int = 2000):
         self.table, self.seed, self.budget = table, seed, budget
         self.val = table.val[seed]
+        self.kept = table.kept(seed)
         self.spent = 0
         self.finished: list[tuple[int, int]] = []  # (epochs spent then, point index)
+        self.found_best = False
         self.stall_limit = stall_limit
         self.stalled = 0  # proposals since the last epoch trained
 
     @property
     def exhausted(self) -> bool:
-        return self.spent >= self.budget
+        return self.spent >= self.budget or self.found_best
 
     def propose(self) -> None:
         """Called for every proposal; a strategy that trains nothing for `stall_limit`
@@ -422,6 +428,7 @@ class Replay:
             raise TrialFailed(f"the table records point {index} as failed at epoch {epoch + 1}")
         if epoch == self.table.epochs - 1:
             self.finished.append((self.spent, index))
+            self.found_best = self.found_best or self.kept[index] == self.kept.max()
         return float(value)
 
 
@@ -606,6 +613,9 @@ def run_keras_tuner(kind: str):
 
 OPTUNA_SAMPLERS = ("TPE", "random", "QMC", "CMA-ES")
 OPTUNA_PRUNERS = ("none", "median", "successive halving", "hyperband")
+#: Optuna searches also run from the reference first (`study.enqueue_trial`), as vggsweep's do.
+OPTUNA_FROM_REFERENCE = (("TPE", "median"), ("TPE", "successive halving"),
+                         ("QMC", "successive halving"), ("random", "successive halving"))
 
 
 def optuna_distributions(table: Table, numeric: bool) -> dict:
@@ -626,7 +636,7 @@ def optuna_distributions(table: Table, numeric: bool) -> dict:
     return found
 
 
-def run_optuna(sampler_name: str, pruner_name: str):
+def run_optuna(sampler_name: str, pruner_name: str, reference: bool = False):
     def run(replay: Replay, seed: int) -> str:
         import optuna
 
@@ -647,6 +657,9 @@ def run_optuna(sampler_name: str, pruner_name: str):
         study = optuna.create_study(study_name=f"replay-{seed}", direction="maximize",
                                     sampler=sampler, pruner=pruner)
         numeric = sampler_name in ("QMC", "CMA-ES")
+        if reference:  # the first trial: S3's own model, as vggsweep's searches start
+            point = reference_point()
+            study.enqueue_trial({name: point[name] for name in replay.table.names})
         return drive_optuna(study, optuna_distributions(replay.table, numeric), replay)
     return run
 
@@ -657,13 +670,15 @@ class Strategy:
     family: str  # vggsweep | keras-tuner | optuna
     run: object  # (replay, tuner seed) -> how the search ended
     seeded: bool = True  # False: the tuner seed changes nothing (a grid walks in its order)
+    needs_reference: bool = False  # starts from the grid64 study's reference point
     slow: bool = False  # left out unless named: minutes per search (keras-tuner's Gaussian
     # process: 50 L-BFGS restarts per trial, ~5 s a trial on a 2-core CPU)
 
 
 def strategies() -> list[Strategy]:
     found = [Strategy(f"vggsweep {name}", "vggsweep", run_vggsweep(overrides),
-                      seeded=name != "grid", slow=name.startswith("bayesian"))
+                      seeded=name != "grid", slow=name.startswith("bayesian"),
+                      needs_reference=True)
              for name, overrides in VGGSWEEP.items()]
     found += [Strategy(f"keras-tuner {kind}", "keras-tuner", run_keras_tuner(kind),
                        seeded=kind != "grid", slow=kind == "bayesian")
@@ -672,6 +687,9 @@ def strategies() -> list[Strategy]:
                        "optuna", run_optuna(sampler, pruner))
               for sampler in OPTUNA_SAMPLERS for pruner in OPTUNA_PRUNERS
               if sampler != "CMA-ES" or (pruner == "none" and _has("cmaes"))]
+    found += [Strategy(f"optuna {sampler} + {pruner}, reference first", "optuna",
+                       run_optuna(sampler, pruner, reference=True), needs_reference=True)
+              for sampler, pruner in OPTUNA_FROM_REFERENCE]
     return found
 
 
@@ -779,7 +797,6 @@ def summarize(result: dict, table: Table, shares=BUDGET_SHARES) -> dict:
         "regret": at, "reach": quantiles(reach),
         "reached": sum(not math.isinf(r) for r in reach) / len(reach),
         "test": {share: (quantiles(v) if v else None, len(v)) for share, v in tests.items()},
-        "spent": statistics.median(r["spent"] for r in repeats),
         "ends": result["ends"], "seconds": result["wall_s"] / len(repeats),
         "mean_regret_25": float(np.mean(np.minimum(regret[:, int(0.25 * horizon)], 1.0))),
     }
@@ -901,10 +918,17 @@ def replay(args) -> None:
         raise UsageError(f"no strategy matches {args.strategies}; strategies: "
                          + ", ".join(s.name for s in strategies()))
     tasks = []
+    reference = reference_point()
     for dataset, table in tables.items():
         # Tuner seeds from 1 (keras-tuner replaces a seed of 0 by a random one).
         seeds = list(range(1, math.ceil(args.repeats / len(table.seeds)) + 1))
-        tasks += [(str(args.table), dataset, s.name, seeds, args.tolerance) for s in chosen]
+        holds = tuple(reference.get(name) for name in table.names) in table.points
+        skipped = [s.name for s in chosen if s.needs_reference and not holds]
+        if skipped:
+            print(f"{dataset}: not a table of the grid64 study's space (its reference point is "
+                  f"not in it): left out {', '.join(skipped)}")
+        tasks += [(str(args.table), dataset, s.name, seeds, args.tolerance) for s in chosen
+                  if s.name not in skipped]
     started = time.perf_counter()
     results = []
     if args.jobs == 1:
@@ -921,7 +945,6 @@ def replay(args) -> None:
     summaries = {dataset: [] for dataset in tables}
     for result in results:
         summaries[result["dataset"]].append(summarize(result, tables[result["dataset"]]))
-    reference = reference_point()
     for dataset, table in tables.items():
         ranked = sorted(summaries[dataset], key=rank_key)
         print_table(table, ranked, args, reference)

@@ -140,11 +140,12 @@ def test_peers_replay_the_whole_tiny_grid(bench, tmp_path, name):
     replay = bench.Replay(table, seed=1, budget=table.grid_epochs)
     strategy.run(replay, 1)
     assert 0 < replay.spent <= table.grid_epochs + table.epochs
-    trained = {index for _, index in replay.finished}
-    assert trained <= set(range(4))
+    trained = [index for _, index in replay.finished]
+    assert set(trained) <= set(range(4))
     figures = bench.measure(table, 1, replay, tolerance=0.0)
-    if trained == set(range(4)):
-        assert figures["regret"][-1] == 0.0 and figures["reach"] is not None
+    # The replay stops once the best point (index 3) is trained: its regret is 0 from then on.
+    assert trained[-1] == 3 and replay.found_best and replay.exhausted
+    assert figures["regret"][-1] == 0.0 and figures["reach"] == replay.spent
 
 
 def test_vggsweep_searches_replay_through_the_jobs_oracles(bench, tmp_path):
