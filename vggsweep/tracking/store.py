@@ -35,7 +35,6 @@ SOURCE_RUN = "vggsweep.source_run"  # on a confidence run: the trial it retrains
 ATTEMPT = "vggsweep.attempt"  # a client-made id on a created run: a retried creation finds it
 LOGGED_FROM = "vggsweep.logged_from"  # on a job's logged model: the trial run it was kept from
 JOB_NAME = "vggsweep.job"  # the job's run name, on its parent and trial runs (the UI groups by it)
-REFERENCE = "vggsweep.reference"  # "true" on the trial at the space's default point
 LOGGED_MODEL = "vggsweep.logged_model"  # on a job's run: models:/<id> of its best model
 VAL_CORRECT = "vggsweep.val_correct"  # on a finished trial: which validation images it got right
 PARENT = "mlflow.parentRunId"
