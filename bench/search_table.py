@@ -517,14 +517,14 @@ VGGSWEEP = {
     "random": ["tuner=random", "tuner.pruner=off"],
     "random + ASHA": ["tuner=random", "tuner.pruner=asha", "tuner.pruner_min_trials=1"],
     "quasi_random": ["tuner=quasi_random", "tuner.pruner=off"],
-    "quasi_random + ASHA": ["tuner=quasi_random"],  # the shipped default
+    "quasi_random + ASHA": ["tuner=quasi_random"],
     "quasi_random + median": ["tuner=quasi_random", "tuner.pruner=median",
                               "tuner.pruner_min_trials=3"],
     "bayesian": ["tuner=bayesian", "tuner.pruner=off"],
     "bayesian + ASHA": ["tuner=bayesian", "tuner.pruner=asha", "tuner.pruner_min_trials=1"],
     "hyperband": ["tuner=hyperband", "tuner.hyperband_iterations=100"],
     "tpe": ["tuner=tpe", "tuner.pruner=off"],
-    "tpe + ASHA": ["tuner=tpe", "tuner.pruner=asha", "tuner.pruner_min_trials=1"],
+    "tpe + ASHA": ["tuner=tpe"],  # the shipped default (conf/tuner/tpe.yaml: ASHA from trial 1)
     "tpe + median": ["tuner=tpe", "tuner.pruner=median", "tuner.pruner_min_trials=3"],
 }
 

@@ -14,6 +14,7 @@ from helpers import (
 )
 
 from vggsweep import config
+from vggsweep.config import space
 from vggsweep.job import task
 from vggsweep.search import internals, pruning, tuners
 from vggsweep.tracking import results
@@ -77,10 +78,10 @@ def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, mon
         [parent.info.experiment_id]) if r.info.status == "RUNNING"]
 
 
-def test_the_default_search_is_the_benchmarks_cheapest_quasi_random_with_asha():
+def test_the_default_search_is_the_replays_best_tpe_with_asha():
     tuner = config.compose([]).tuner
-    assert (str(tuner.name), str(tuner.pruner), tuner.pruner_min_trials) == (
-        "quasi_random", "asha", 1)
+    assert (str(tuner.name), str(tuner.pruner), tuner.pruner_min_trials) == ("tpe", "asha", 1)
+    assert space.plain(tuner.enqueue) == [{}]  # from the reference
     grid = config.compose(["study=grid64"]).tuner  # S3's grid stays exhaustive
     assert (str(grid.name), str(grid.pruner)) == ("grid", "off")
 

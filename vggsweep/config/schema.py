@@ -64,7 +64,7 @@ class DataConfig:
 
 @dataclass
 class TunerConfig:
-    name: str = "quasi_random"  # quasi_random | random | grid | bayesian | hyperband: TUNERS
+    name: str = "tpe"  # tpe | quasi_random | random | grid | bayesian | hyperband: TUNERS
     directory: Optional[str] = None  # project root; default <launch dir>/tuner_state
     fresh: bool = _field(False, identity=False)  # True: discard the saved state, start over
     num_initial_points: Optional[int] = _field(None, min=1)  # bayesian: random points first
