@@ -892,13 +892,14 @@ def plot(tables: dict, summaries: dict, path: Path, tolerance: float) -> None:
         ax.axhline(tolerance, color="grey", lw=0.8, ls="--")
         for share in BUDGET_SHARES:
             ax.axvline(share * table.grid_epochs, color="grey", lw=0.6, ls=":")
-        ax.set_yscale("symlog", linthresh=tolerance)
-        ax.set_ylim(0, 0.1)
-        ax.set_xlim(0, table.grid_epochs)
+        tops = [c[np.isfinite(c)].max() for s in shown for c in s["curve"][2:]
+                if np.isfinite(c).any()]
+        ax.set_ylim(0, 1.05 * max(tops + [2 * tolerance]))
+        ax.set_xlim(0, table.grid_epochs // 2)
         sizes = table.meta["sizes"]
         ax.set_title(f"{dataset}: {len(table.points)}-point grid, {table.epochs} epochs each, "
                      f"{sizes['val_size']} validation images", fontsize=10)
-        ax.set_xlabel("epochs spent (dotted: 10%, 25%, 50% of the grid's)")
+        ax.set_xlabel("epochs spent (dotted: 10%, 25%, 50% of the grid's; dashed: the tolerance)")
         ax.set_ylabel("regret in validation accuracy (median, quartiles)")
         ax.legend(fontsize=7.5, loc="upper right")
     fig.tight_layout()

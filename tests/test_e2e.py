@@ -15,6 +15,7 @@ def sweep(tmp_path_factory):
     home = tmp_path_factory.mktemp("e2e")
     result = run_cli(SWEEP, home, timeout=420)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Downloading artifacts" not in result.stdout + result.stderr  # no library progress bar
     return home, result
 
 
