@@ -510,6 +510,8 @@ def drive_optuna(study, distributions: dict, replay: Replay, duplicate_limit: in
 
 # -- the strategies
 
+#: The shipped default search (conf/config.yaml: tuner=tpe, with ASHA).
+DEFAULT = "vggsweep tpe + ASHA"
 #: vggsweep's searches, each built exactly as a job of the grid64 study builds its oracle
 #: (`vggsweep_oracle`), with these tuner overrides.
 VGGSWEEP = {
@@ -869,7 +871,8 @@ def print_table(table: Table, summaries: list[dict], args, reference: dict | Non
 
 def plot(tables: dict, summaries: dict, path: Path, tolerance: float) -> None:
     """The anytime curves (median regret and its quartile band against epochs spent) of the
-    best strategy of each family and of the shipped searches, one panel per dataset."""
+    best strategy of each family, of the default search, quasi-random + ASHA and the grid, one
+    panel per dataset."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -882,7 +885,7 @@ def plot(tables: dict, summaries: dict, path: Path, tolerance: float) -> None:
         for family in ("vggsweep", "optuna", "keras-tuner"):
             shown += [s for s in ranked if s["family"] == family][:2 if family == "vggsweep"
                                                                     else 1]
-        for extra in ("vggsweep quasi_random + ASHA", "vggsweep grid"):
+        for extra in (DEFAULT, "vggsweep quasi_random + ASHA", "vggsweep grid"):
             shown += [s for s in ranked if s["strategy"] == extra and s not in shown]
         epochs = np.arange(table.grid_epochs + 1)
         for summary in shown:
@@ -951,6 +954,12 @@ def replay(args) -> None:
         print_table(table, ranked, args, reference)
         best = ranked[0]
         print(f"best at 25% of the grid's epochs: {best['strategy']}")
+        default = next((r for r in ranked if r["strategy"] == DEFAULT), None)
+        optuna = next((r for r in ranked if r["family"] == "optuna"), None)
+        if default is not None and optuna is not None:
+            print(f"regret at 25%: the default ({DEFAULT}) {spread(default['regret'][0.25])}, "
+                  f"the best Optuna configuration ({optuna['strategy']}) "
+                  f"{spread(optuna['regret'][0.25])}")
     print(f"\n{len(tasks)} strategy x dataset replays in {time.perf_counter() - started:.0f} s "
           f"({args.jobs} processes)")
     if args.plot:
