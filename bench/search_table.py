@@ -510,8 +510,8 @@ def drive_optuna(study, distributions: dict, replay: Replay, duplicate_limit: in
 
 # -- the strategies
 
-#: The shipped default search (conf/config.yaml: tuner=tpe, with ASHA).
-DEFAULT = "vggsweep tpe + ASHA"
+#: The shipped default search (conf/config.yaml: tuner=tpe, with ASHA from epoch 2).
+DEFAULT = "vggsweep tpe + ASHA from epoch 2"
 #: vggsweep's searches, each built exactly as a job of the grid64 study builds its oracle
 #: (`vggsweep_oracle`), with these tuner overrides.
 VGGSWEEP = {
@@ -526,8 +526,11 @@ VGGSWEEP = {
     "bayesian + ASHA": ["tuner=bayesian", "tuner.pruner=asha", "tuner.pruner_min_trials=1"],
     "hyperband": ["tuner=hyperband", "tuner.hyperband_iterations=100"],
     "tpe": ["tuner=tpe", "tuner.pruner=off"],
-    "tpe + ASHA": ["tuner=tpe"],  # the shipped default (conf/tuner/tpe.yaml: ASHA from trial 1)
-    "tpe + median": ["tuner=tpe", "tuner.pruner=median", "tuner.pruner_min_trials=3"],
+    "tpe + ASHA": ["tuner=tpe", "tuner.pruner_warmup_epochs=1"],  # rungs at epochs 1, 3
+    "tpe + median": ["tuner=tpe", "tuner.pruner=median", "tuner.pruner_min_trials=3",
+                     "tuner.pruner_warmup_epochs=1"],
+    # The shipped default (conf/tuner/tpe.yaml): ASHA's first rung at epoch 2, from trial 1 on.
+    "tpe + ASHA from epoch 2": ["tuner=tpe"],
 }
 
 
@@ -1069,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
     con.add_argument("--dataset", default="digits", choices=["mnist", "digits"])
     con.add_argument("--seed", type=int, default=3)
     con.add_argument("--epochs", type=int, default=4)
-    con.add_argument("--strategies", nargs="+", default=["quasi_random + ASHA"])
+    con.add_argument("--strategies", nargs="+", default=["tpe + ASHA from epoch 2"])
     con.add_argument("--tolerance", type=float, default=TOLERANCE)
     con.add_argument("--mnist-path", type=Path, default=MNIST_PATH)
     args = parser.parse_args(argv)

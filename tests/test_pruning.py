@@ -80,7 +80,8 @@ def test_pruned_trials_are_recorded_and_ranked_after_finished_ones(tmp_path, mon
 
 def test_the_default_search_is_the_replays_best_tpe_with_asha():
     tuner = config.compose([]).tuner
-    assert (str(tuner.name), str(tuner.pruner), tuner.pruner_min_trials) == ("tpe", "asha", 1)
+    assert (str(tuner.name), str(tuner.pruner), tuner.pruner_min_trials,
+            tuner.pruner_warmup_epochs) == ("tpe", "asha", 1, 2)
     assert space.plain(tuner.enqueue) == [{}]  # from the reference
     grid = config.compose(["study=grid64"]).tuner  # S3's grid stays exhaustive
     assert (str(grid.name), str(grid.pruner)) == ("grid", "off")
