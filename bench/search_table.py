@@ -546,18 +546,11 @@ def vggsweep_oracle(overrides: list[str], epochs: int, seed: int):
     start included), with the job's search space declared on it; and whether the job reports
     every epoch to it (it does when it prunes). The one function that knows how a job builds
     its search (`vggsweep.job.runner.Job.tuner`)."""
-    from vggsweep.config import space
     from vggsweep.search import oracles, trialspace, tuners
 
     cfg = _study_config((*overrides, f"budget.epochs={epochs}", "budget.max_trials=10000"))
-    model_cfg, optimizer_cfg, activation = cfg.model, cfg.optimizer, cfg.activation
-    enqueue = space.plain(cfg.tuner.enqueue)
-    if str(cfg.tuner.name) == "grid" and enqueue:  # the grid starts from its defaults
-        model_cfg = space.with_defaults(model_cfg, enqueue[0])
-        optimizer_cfg = space.with_defaults(optimizer_cfg, enqueue[0])
-        activation = space.with_defaults({"activation": activation}, enqueue[0])["activation"]
-    trial_space = trialspace.TrialSpace(model_cfg, optimizer_cfg, activation,
-                                        input_shape=(28, 28, 1), num_classes=10, image_size=28)
+    trial_space, enqueue = trialspace.of_job(cfg, input_shape=(28, 28, 1), num_classes=10,
+                                             image_size=28)
     oracle = oracles.make_oracle(cfg.tuner, cfg.budget, seed,
                                  pruner=tuners.make_pruner(cfg.tuner), enqueue=enqueue)
     hp = oracle.get_space()

@@ -127,15 +127,9 @@ class Job:
         from vggsweep.search import oracles, trialspace, tuners, tuning
 
         cfg = self.cfg
-        model_cfg, optimizer_cfg, activation = cfg.model, cfg.optimizer, cfg.activation
-        enqueue = space.plain(cfg.tuner.enqueue)
-        if str(cfg.tuner.name) == "grid" and enqueue:  # the grid starts from its defaults
-            model_cfg = space.with_defaults(model_cfg, enqueue[0])
-            optimizer_cfg = space.with_defaults(optimizer_cfg, enqueue[0])
-            activation = space.with_defaults({"activation": activation}, enqueue[0])["activation"]
-        trial_space = trialspace.TrialSpace(
-            model_cfg, optimizer_cfg, activation, input_shape=self.splits.image_shape,
-            num_classes=self.splits.num_classes, image_size=self.image_size)
+        trial_space, enqueue = trialspace.of_job(
+            cfg, input_shape=self.splits.image_shape, num_classes=self.splits.num_classes,
+            image_size=self.image_size)
         deadline = (time.monotonic() + cfg.budget.time_limit_s if cfg.budget.time_limit_s
                     else None)
         oracle = oracles.make_oracle(cfg.tuner, cfg.budget, cfg.seed,

@@ -13,6 +13,19 @@ from vggsweep import models
 from vggsweep.config import space
 
 
+def of_job(cfg, *, input_shape, num_classes: int, image_size: int):
+    """A job's space and its warm-start points (`tuner.enqueue`, plain): (TrialSpace, points).
+    A grid walks its space from the first point's values (they become the space's defaults)."""
+    model_cfg, optimizer_cfg, activation = cfg.model, cfg.optimizer, cfg.activation
+    enqueue = space.plain(cfg.tuner.enqueue)
+    if str(cfg.tuner.name) == "grid" and enqueue:  # the grid starts from its defaults
+        model_cfg = space.with_defaults(model_cfg, enqueue[0])
+        optimizer_cfg = space.with_defaults(optimizer_cfg, enqueue[0])
+        activation = space.with_defaults({"activation": activation}, enqueue[0])["activation"]
+    return TrialSpace(model_cfg, optimizer_cfg, activation, input_shape=input_shape,
+                      num_classes=num_classes, image_size=image_size), enqueue
+
+
 class TrialSpace:
     """The space of one job (model, optimizer, activation) and its points."""
 
