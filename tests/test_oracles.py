@@ -229,19 +229,28 @@ def test_the_first_trial_is_the_reference_unless_enqueue_is_empty(name, tmp_path
     assert off.reference_trial_id is None and off.get_state()["reference_trial_id"] is None
 
 
-def test_hyperband_never_draws_the_reference_again(tmp_path):
-    oracle = _oracle("hyperband", tmp_path)
-    seen = []
+def _run_out(oracle, score, step=None) -> None:
+    """Runs the oracle's search to its end, each trial scored `score(its values)` at once."""
     while True:
         trial = oracle.create_trial("tuner0")
         if trial.status != internals.RUNNING:
-            break
-        values = trial.hyperparameters.values
-        if "tuner/trial_id" not in values:  # a new point (not a promotion)
-            seen.append((values["units"], values["act"]))
-        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5 + 0.01 * len(seen)})
+            return
+        metrics = {"val_accuracy": score(trial.hyperparameters.values)}
+        oracle.update_trial(trial.trial_id, metrics, **({} if step is None else {"step": step}))
         trial.status = internals.COMPLETED
         oracle.end_trial(trial)
+
+
+def test_hyperband_never_draws_the_reference_again(tmp_path):
+    oracle = _oracle("hyperband", tmp_path)
+    seen = []
+
+    def score(values):
+        if "tuner/trial_id" not in values:  # a new point (not a promotion)
+            seen.append((values["units"], values["act"]))
+        return 0.5 + 0.01 * len(seen)
+
+    _run_out(oracle, score)
     assert seen[0] == (32, "relu") and len(set(seen)) == len(seen)
 
 
@@ -257,16 +266,12 @@ def test_tpe_learns_from_the_trials_and_resumes_from_them(tmp_path):
     its study from the trials it saved."""
     oracle = _oracle("tpe", tmp_path)
     tried = []
-    while True:
-        trial = oracle.create_trial("tuner0")
-        if trial.status != internals.RUNNING:
-            break
-        values = trial.hyperparameters.values
+
+    def score(values):
         tried.append((values["units"], values["act"]))
-        score = values["units"] / 100 + (values["act"] == "tanh") * 0.1
-        oracle.update_trial(trial.trial_id, {"val_accuracy": score}, step=0)
-        trial.status = internals.COMPLETED
-        oracle.end_trial(trial)
+        return values["units"] / 100 + (values["act"] == "tanh") * 0.1
+
+    _run_out(oracle, score, step=0)
     assert tried[0] == (32, "relu") and len(set(tried)) == len(tried) == 6  # all 6, once each
     study = oracle._optuna()
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) >= 6
