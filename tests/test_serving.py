@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import client
-from webdriver import free_port
+from webdriver import free_port, wait_until_served
 
 from vggsweep import data
 from vggsweep.tracking.store import LOGGED_MODEL
@@ -101,15 +100,7 @@ def test_mlflow_models_serve_answers_over_http(served_model, store, tmp_path):
         stderr=subprocess.PIPE, text=True, start_new_session=True)  # it starts uvicorn
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/ping", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow models serve did not start: {server.stderr.read()}")
-                time.sleep(0.5)
+        wait_until_served(f"{base}/ping", server, 240, "mlflow models serve")
         body = json.dumps({"inputs": {"image": served_model["images"].tolist()}}).encode()
         request = urllib.request.Request(f"{base}/invocations", data=body, method="POST",
                                          headers={"Content-Type": "application/json"})

@@ -7,15 +7,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import cli_env, run_cli
 
 sys.path.insert(0, str(Path(__file__).parent))
-from webdriver import CHROMEDRIVER, CHROMIUM, Browser, free_port
+from webdriver import CHROMEDRIVER, CHROMIUM, Browser, free_port, wait_until_served
 
 from vggsweep.tracking import store, ui
 
@@ -47,14 +45,7 @@ def served(tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     try:
         printed = server.stdout.readline()  # the command prints each experiment's link first
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "no UI server"
-                time.sleep(0.5)
+        wait_until_served(f"{base}/health", server, 180, "the UI server")
         yield {"home": home, "uri": uri, "base": base, "printed": printed,
                "link": link.replace(ui.local_base(), base)}
     finally:

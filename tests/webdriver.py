@@ -26,6 +26,21 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
          "--disable-sync", "--window-size=2400,1400"]
 
 
+def wait_until_served(url: str, server, timeout: float, what: str) -> None:
+    """Waits until `url` answers, while the `server` process lives, for `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            ended = server.poll() is not None
+            if ended or time.monotonic() > deadline:
+                errors = server.stderr.read() if ended and server.stderr else ""
+                raise AssertionError(f"{what} did not start: {errors}") from None
+            time.sleep(0.5)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
