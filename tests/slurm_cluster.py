@@ -447,8 +447,9 @@ SlurmctldPidFile={c.run_dir}/slurmctld.pid
 SlurmdPidFile={c.run_dir}/slurmd.pid
 SlurmctldLogFile={c.log_dir}/slurmctld.log
 SlurmdLogFile={c.log_dir}/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
+# debug: the logs show each signal SLURM sends (a failing test prints them)
+SlurmctldDebug=debug
+SlurmdDebug=debug
 PlugStackConfig={c.etc}/plugstack.conf
 MailProg=/bin/true
 MpiDefault=none

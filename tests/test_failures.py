@@ -1,6 +1,9 @@
 """Failures: a diverging or raising trial is recorded and the search goes on; a job with no
 completed trial fails with '0/N trials completed' while the other jobs of the multirun run."""
 
+import signal
+import time
+
 import mlflow
 import pytest
 from conftest import run_cli
@@ -9,6 +12,7 @@ from helpers import SMALL_DATA, TINY
 from vggsweep import config
 from vggsweep.job import task
 from vggsweep.models import training
+from vggsweep.runtime import interrupts
 
 JOB = [*TINY, *SMALL_DATA, "model.hidden_units=32", "verbose=1"]
 
@@ -75,3 +79,41 @@ def test_every_run_ends_even_when_the_job_raises(isolated, monkeypatch):
     statuses = {r.data.tags["vggsweep.role"]: r.info.status
                 for r in client.search_runs([exp.experiment_id])}
     assert statuses == {"job": "KILLED", "trial": "KILLED"}
+
+
+def _swallowed_sigterm():
+    """A SIGTERM that lands in a library's bare `except:` (TensorFlow's imports have them)."""
+    try:
+        signal.raise_signal(signal.SIGTERM)
+        time.sleep(0.05)
+    except BaseException:  # noqa: BLE001 - what that library does
+        pass
+
+
+def _statuses(home, experiment) -> dict:
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return {(r.data.tags["vggsweep.role"], r.info.status) for r in
+            client.search_runs([exp.experiment_id])}
+
+
+def test_an_interrupt_swallowed_before_the_search_stops_it_at_its_first_trial(isolated):
+    cfg = config.compose([*JOB, "experiment=swallowed"])
+    with pytest.raises(interrupts.Interrupted), interrupts.handled():
+        _swallowed_sigterm()
+        task.run_job(cfg)
+    assert _statuses(isolated, "swallowed") == {("job", "KILLED")}  # no trial started
+
+
+def test_an_interrupt_swallowed_during_training_stops_it_at_the_epoch_end(isolated, monkeypatch):
+    real_fit = training.fit
+
+    def fit_hit_by_a_signal(*args, **kwargs):
+        _swallowed_sigterm()
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(training, "fit", fit_hit_by_a_signal)
+    cfg = config.compose([*JOB, "experiment=swallowed-fit", "budget.epochs=3"])
+    with pytest.raises(interrupts.Interrupted), interrupts.handled():
+        task.run_job(cfg)
+    assert _statuses(isolated, "swallowed-fit") == {("job", "KILLED"), ("trial", "KILLED")}

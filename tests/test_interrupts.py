@@ -159,3 +159,38 @@ def test_a_run_ends_with_its_status_even_when_its_reason_cannot_be_written(tmp_p
                 raise ValueError("the trial failed")
         monkeypatch.undo()
     assert store.client(uri).get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_an_interrupt_a_library_swallowed_is_raised_again_where_the_work_goes_on(installed):
+    """TensorFlow's imports catch everything (bare `except:`): a SLURM warning or a Ctrl-C that
+    lands there must still stop the job at the next trial or epoch, with its reason."""
+    try:
+        _signal_self(signal.SIGTERM)
+    except BaseException:  # noqa: BLE001 - what a library's bare `except:` does
+        pass
+    with pytest.raises(interrupts.Interrupted, match=f"signal {int(signal.SIGTERM)}"):
+        interrupts.check()
+    with pytest.raises(interrupts.Interrupted):  # until it ends the process: again and again
+        interrupts.check()
+
+
+def test_a_held_interrupt_that_was_swallowed_is_raised_again_too(installed):
+    try:
+        with interrupts.deferred():
+            _signal_self(signal.SIGINT)
+    except BaseException:  # noqa: BLE001 - swallowed after the section raised it
+        pass
+    with pytest.raises(interrupts.Interrupted, match=f"signal {int(signal.SIGINT)}"):
+        interrupts.check()
+
+
+def test_once_the_handlers_are_removed_nothing_is_raised_again():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(interrupts.Interrupted), interrupts.handled():
+            _signal_self(signal.SIGTERM)
+        interrupts.check()  # handled: a later search in this process runs undisturbed
+        with interrupts.handled():
+            interrupts.check()
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -143,6 +143,7 @@ class Follower:
         """Returns once every job is over; Ctrl-C raises StillRunning (SLURM jobs go on)."""
         try:
             while True:
+                interrupts.check()  # a Ctrl-C that the imports swallowed
                 self._ask_slurm()
                 for number in range(len(self.jobs)):
                     self._show(number)

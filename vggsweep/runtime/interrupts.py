@@ -10,6 +10,11 @@ So every call to the store runs inside `deferred()`: a signal that arrives there
 call returns, then raised. Training, data loading and everything else stay interruptible at once.
 A second signal while one is held is raised at once (the user insists).
 
+An interrupt raised where a library catches everything (TensorFlow's imports have bare
+`except:` clauses: a signal in the first seconds of a job was lost there, and the job ran on as
+if SLURM had never warned it) is not lost: `check()`, called where the work goes on (each
+trial's start, each epoch's end, the launcher's wait), raises it again.
+
 On a SLURM cluster a job also gets a warning signal (USR2, submitit's: `signal_delay_s` before its
 time limit, or when it is preempted). It interrupts the same way, with a reason the runs it ends
 record ("time limit", "preempted"), never as a failure: `slurm_warning()` is the job's side
@@ -36,6 +41,7 @@ SLURM_WARNING = "SLURM's warning signal (time limit or preemption)"
 _depth = 0  # nesting of deferred() in the main thread (the only thread signals reach)
 _pending: tuple[int, str] | None = None
 _reasons: dict[int, Callable[[], str]] = {}  # signal -> why it interrupts (default: INTERRUPTED)
+_raised: tuple[int, str] | None = None  # the interrupt raised, until its handlers are removed
 
 
 class Interrupted(KeyboardInterrupt):
@@ -61,13 +67,32 @@ def _why(signum: int) -> str:
     return explain() if explain else INTERRUPTED
 
 
+def _raise(signum: int, why: str):
+    global _raised
+    _raised = (signum, why)
+    raise Interrupted(signum, why)
+
+
 def _handler(signum, frame):  # noqa: ARG001 - signal handler signature
     global _pending
     if _depth and _pending is None:
         _pending = (signum, _why(signum))
         return
     _pending = None
-    raise Interrupted(signum, _why(signum))
+    _raise(signum, _why(signum))
+
+
+def check() -> None:
+    """Raises again the interrupt already raised, if the process is still at work: something
+    swallowed it (a library's bare `except:`). Called only where the work goes on normally,
+    never on the way out (where the interrupt is being handled)."""
+    if _raised is not None and _in_main_thread():
+        raise Interrupted(*_raised)
+
+
+def _forget() -> None:
+    global _raised, _pending
+    _raised = _pending = None
 
 
 def _install(signum: int) -> object | None:
@@ -108,6 +133,8 @@ def handled():
             signal.signal(signum, handler)
         if WARNING_SIGNAL in replaced:
             _reasons.pop(WARNING_SIGNAL, None)
+        if replaced:  # the outermost section: what it raised has been handled
+            _forget()
 
 
 @contextlib.contextmanager
@@ -124,6 +151,7 @@ def slurm_warning(explain: Callable[[], str]):
     finally:
         signal.signal(WARNING_SIGNAL, previous if previous is not None else signal.SIG_DFL)
         _reasons.pop(WARNING_SIGNAL, None)
+        _forget()
 
 
 @contextlib.contextmanager
@@ -140,4 +168,4 @@ def deferred():
         _depth -= 1
         if _depth == 0 and _pending is not None:
             (signum, why), _pending = _pending, None
-            raise Interrupted(signum, why)
+            _raise(signum, why)

@@ -27,7 +27,7 @@ from vggsweep.errors import (
     one_line,
 )
 from vggsweep.models import training
-from vggsweep.runtime import accelerator, files
+from vggsweep.runtime import accelerator, files, interrupts
 from vggsweep.runtime.files import atomic_write_json, project_lock
 from vggsweep.search import internals
 from vggsweep.search.oracles import is_reference
@@ -91,6 +91,7 @@ class TrialCallback(keras.callbacks.Callback):
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        interrupts.check()  # an interrupt a library swallowed stops the trial here
         logs = dict(logs or {})
         if self.record:
             self.job.tracker.log_epoch(self.run, logs, epoch)  # queued: training goes on
@@ -142,6 +143,7 @@ class SweepTuner(internals.TunerHooks, kt.Tuner):
         self._ran_since_asking = False
 
     def on_trial_begin(self, trial):
+        interrupts.check()  # one swallowed before the trial (in the imports) stops it here
         self._ran_since_asking = True
         hps = trial.hyperparameters
         searched = {hp.name for hp in hps.space if not internals.is_fixed(hp)}
