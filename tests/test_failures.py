@@ -117,3 +117,21 @@ def test_an_interrupt_swallowed_during_training_stops_it_at_the_epoch_end(isolat
     with pytest.raises(interrupts.Interrupted), interrupts.handled():
         task.run_job(cfg)
     assert _statuses(isolated, "swallowed-fit") == {("job", "KILLED"), ("trial", "KILLED")}
+
+
+def test_an_interrupt_tensorflow_turns_into_an_error_ends_the_trial_killed_not_failed(
+        isolated, monkeypatch):
+    """Measured on SLURM: a warning signal during a trial's training came out of TensorFlow as
+    "ValueError: None values not supported." and the trial was recorded FAILED (never rerun)."""
+    def fit_hit_by_a_signal(*args, **kwargs):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+            time.sleep(0.05)
+        except BaseException:  # noqa: BLE001 - what TensorFlow did with it
+            raise ValueError("None values not supported.") from None
+
+    monkeypatch.setattr(training, "fit", fit_hit_by_a_signal)
+    cfg = config.compose([*JOB, "experiment=converted"])
+    with pytest.raises(interrupts.Interrupted), interrupts.handled():
+        task.run_job(cfg)
+    assert _statuses(isolated, "converted") == {("job", "KILLED"), ("trial", "KILLED")}

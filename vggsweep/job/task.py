@@ -74,6 +74,7 @@ def task(cfg) -> JobResult:
     except InfrastructureError as error:  # the store away past the bound, a full disk
         return _stopped(cfg, info, error)
     except Exception as error:  # noqa: BLE001 - a bug in one job must not stop the others
+        interrupts.check()  # an interrupt that a library turned into an error of its own
         traceback.print_exc()
         return JobResult(_name(cfg, info), "failed", f"{type(error).__name__}: {error}")
 

@@ -173,6 +173,9 @@ class SweepTuner(internals.TunerHooks, kt.Tuner):
                     return self._train_and_record(trial, run, values, splits, model_kwargs,
                                                   optimizer_kwargs)
                 except Exception as error:
+                    # An interrupt that TensorFlow caught and turned into an error of its own
+                    # ("None values not supported"): the trial was interrupted, not failed.
+                    interrupts.check()
                     raise self._classified(error) from error
         except InfrastructureError as error:
             raise StopSearch(error) from error
