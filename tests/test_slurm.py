@@ -1,7 +1,7 @@
 """Sweeps on a real single-node SLURM cluster (`tests/slurm_cluster.py`: munged, MariaDB and
 slurmdbd for sacct, slurmctld, slurmd, started once for this module, stopped by PID): the smoke
 sweep, a job SLURM cancels while the other runs, a job that hits its time limit and finishes
-through requeues, and a partition SLURM refuses. They skip, with the reason, only where SLURM's
+through requeues, a preempted job, and a partition SLURM refuses. They skip, with the reason, only where SLURM's
 packages are not installed (`.ci/run` installs them) or not as root."""
 
 from __future__ import annotations
@@ -169,6 +169,30 @@ def test_a_job_at_its_time_limit_requeues_and_resumes_to_the_end(cluster, tmp_pa
     finished = {r.data.tags[helpers.TRIAL_ID] for r in trials if r.info.status == "FINISHED"}
     for killed in (r for r in trials if r.info.status == "KILLED"):
         assert killed.data.tags["vggsweep.failure_reason"] == "time limit"
+        assert killed.data.tags[helpers.TRIAL_ID] in finished  # run again, to the end
+
+
+def test_a_preempted_job_requeues_and_no_trial_it_interrupts_is_failed(cluster, tmp_path):
+    """Preemption with a signal (`PreemptParameters=send_user_signal`; here `scancel
+    --signal=USR2`) while the job trains: the trial ends KILLED "preempted" and runs again after
+    the requeue. Wherever the signal lands (TensorFlow once turned it into a "None values not
+    supported" error, and the trial was FAILED), no run is FAILED."""
+    sweep = Sweep(cluster, tmp_path, ["-m", *TINY_MLP, "activation=relu",
+                                      "budget.max_trials=12", *SLURM])
+    job = sweep.wait_for(r"SLURM job (\d+): running", 120).group(1)
+    sweep.wait_for(r"\[job 1/1 mlp-relu\] trial 2/12 started", 120)
+    cluster.run("scancel", "--signal=USR2", job)
+    assert sweep.finish(300) == 0, sweep.output()
+    out = sweep.out.read_text()
+    assert "[job 1] preempted: SLURM's warning signal" in out, sweep.output()
+    assert sweep.sacct(job) == [f"{job} REQUEUED", f"{job} COMPLETED"], sweep.output()
+    runs = sweep.runs()
+    assert "FAILED" not in {r.info.status for r in runs}, sweep.output()
+    trials = [r for r in runs if r.data.tags.get(helpers.ROLE) == "trial"]
+    finished = {r.data.tags[helpers.TRIAL_ID] for r in trials if r.info.status == "FINISHED"}
+    assert len(finished) == 12
+    for killed in (r for r in trials if r.info.status == "KILLED"):
+        assert killed.data.tags["vggsweep.failure_reason"] == "preempted"
         assert killed.data.tags[helpers.TRIAL_ID] in finished  # run again, to the end
 
 
