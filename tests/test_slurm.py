@@ -1,8 +1,8 @@
 """Sweeps on a real single-node SLURM cluster (`tests/slurm_cluster.py`: munged, MariaDB and
 slurmdbd for sacct, slurmctld, slurmd, started once for this module, stopped by PID): the smoke
 sweep, a job SLURM cancels while the other runs, a job that hits its time limit and finishes
-through requeues, a preempted job, and a partition SLURM refuses. They skip, with the reason, only where SLURM's
-packages are not installed (`.ci/run` installs them) or not as root."""
+through requeues, a preempted job, and a partition SLURM refuses. They skip, with the reason,
+only where SLURM's packages are not installed (`.ci/run` installs them) or not as root."""
 
 from __future__ import annotations
 
