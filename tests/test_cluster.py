@@ -129,7 +129,7 @@ class FakeJob:
 def test_the_follower_shows_states_and_job_lines_and_waits_for_every_job(tmp_path, monkeypatch,
                                                                           capsys):
     first, second = FakeJob(tmp_path, "5_0"), FakeJob(tmp_path, "5_1")
-    states = {"5_0": ("RUNNING", "None"), "5_1": ("PENDING", "BeginTime")}
+    states = {"5_0": ("RUNNING", "None"), "5_1": ("REQUEUED", "None")}
     monkeypatch.setattr(slurm, "states", lambda ids: {i: states[i] for i in ids})
     monkeypatch.setattr(cluster, "LOG_POLL_S", 0.01)
     monkeypatch.setattr(cluster, "STATE_POLL_S", 0.0)
@@ -140,6 +140,8 @@ def test_the_follower_shows_states_and_job_lines_and_waits_for_every_job(tmp_pat
 
     def progress(seconds):
         ticks.append(seconds)
+        if len(ticks) == 1:
+            states["5_1"] = ("PENDING", "BeginTime")
         if len(ticks) == 2:
             first.log("n-relu] finished\n")
             first.paths.result_pickle.write_bytes(b"result")
@@ -150,6 +152,8 @@ def test_the_follower_shows_states_and_job_lines_and_waits_for_every_job(tmp_pat
     shown = capsys.readouterr().out.splitlines()
     assert shown == ["[job 1/2 cnn-relu] trial 1/2 started",
                      "[job 1/2] SLURM job 5_0: running",
+                     "[job 2/2] SLURM job 5_1: requeued (SLURM starts it again after a short "
+                     "hold)",
                      "[job 2/2] SLURM job 5_1: pending (requeued: SLURM starts it again after "
                      "a short hold)",
                      "[job 1/2 cnn-relu] finished",

@@ -161,7 +161,8 @@ def test_a_job_at_its_time_limit_requeues_and_resumes_to_the_end(cluster, tmp_pa
     cluster.run("scontrol", "update", f"JobId={job}", "TimeLimit=10")
     assert sweep.finish(420) == 0, sweep.output()
     out = sweep.out.read_text()
-    assert f"SLURM job {job}: pending (requeued" in out, out
+    # SLURM's state, asked every 10 s: REQUEUED for a moment, then PENDING until the hold ends
+    assert re.search(rf"SLURM job {job}: (requeued|pending \(requeued)", out), out
     assert sweep.sacct(job)[0] == f"{job} REQUEUED" and sweep.sacct(job)[-1] == f"{job} COMPLETED"
     trials = [r for r in sweep.runs() if r.data.tags.get(helpers.ROLE) == "trial"]
     statuses = {r.info.status for r in trials}

@@ -31,8 +31,11 @@ from vggsweep.runtime import interrupts
 
 LOG_POLL_S = 1.0  # the jobs' logs are read every second (local files)
 STATE_POLL_S = 10.0  # SLURM is asked (one sacct call for every job) every 10 s
+#: What happens to a job SLURM requeued (its state REQUEUED for a moment, then PENDING with the
+#: reason BeginTime: requeued jobs are held, `cred_expire` + 1 s by default).
+AGAIN = "SLURM starts it again after a short hold"
 #: What SLURM's Reason column means when a job waits after a requeue.
-WAITING = {"BeginTime": "requeued: SLURM starts it again after a short hold"}
+WAITING = {"BeginTime": f"requeued: {AGAIN}"}
 
 
 @dataclass
@@ -184,6 +187,7 @@ class Follower:
             self.shown[number] = state
             name, why = state[0].lower(), state[1]
             why = WAITING.get(why, why) if name == "pending" and why != "None" else ""
+            why = AGAIN if name == "requeued" else why
             kind = "SLURM job" if self.on_slurm else "process"  # a local job's id is its PID
             where = f"{kind} {self.jobs[number].job_id}"
             self._print(f"{self.labels[number]} {where}: {name}{f' ({why})' if why else ''}")
