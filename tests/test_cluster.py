@@ -184,6 +184,24 @@ def test_interrupting_the_follower_of_slurm_jobs_says_which_still_run(tmp_path, 
     assert "SLURM job 9 (model=cnn): running" in text and "scancel 9" in text, text
 
 
+def test_a_ctrl_c_the_imports_swallowed_still_stops_the_follower(tmp_path, monkeypatch):
+    job = FakeJob(tmp_path, "9")
+    monkeypatch.setattr(slurm, "states", lambda ids: {"9": ("RUNNING", "None")})
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    follower = cluster.Follower([job], [["model=cnn"]], 0, 1, on_slurm=True)
+    follower.sleep = lambda seconds: pytest.fail("the follower waited on")
+    try:
+        with pytest.raises(cluster.StillRunning), interrupts.handled():
+            try:
+                signal.raise_signal(signal.SIGINT)
+                time.sleep(0.05)
+            except BaseException:  # noqa: BLE001 - a library's bare `except:` in an import
+                pass
+            follower.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_the_launchers_are_vggsweeps_with_requeues_allowed():
     hydra = config.compose(["hydra/launcher=submitit_slurm"], return_hydra_config=True).hydra
     assert hydra.launcher._target_ == "hydra_plugins.vggsweep_launcher.launchers.SlurmLauncher"

@@ -4,6 +4,7 @@ completed trial fails with '0/N trials completed' while the other jobs of the mu
 import signal
 import time
 
+import helpers
 import mlflow
 import pytest
 from conftest import run_cli
@@ -81,26 +82,27 @@ def test_every_run_ends_even_when_the_job_raises(isolated, monkeypatch):
     assert statuses == {"job": "KILLED", "trial": "KILLED"}
 
 
-def _swallowed_sigterm():
-    """A SIGTERM that lands in a library's bare `except:` (TensorFlow's imports have them)."""
+
+def _sigterm_caught_by_a_library(then: Exception | None = None):
+    """A SIGTERM that lands in a library's bare `except:` (TensorFlow's imports have them),
+    which goes on, or raises an error of its own (`then`), as TensorFlow did in training."""
     try:
         signal.raise_signal(signal.SIGTERM)
         time.sleep(0.05)
     except BaseException:  # noqa: BLE001 - what that library does
-        pass
+        if then is not None:
+            raise then from None
 
 
-def _statuses(home, experiment) -> dict:
-    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment)
-    return {(r.data.tags["vggsweep.role"], r.info.status) for r in
-            client.search_runs([exp.experiment_id])}
+def _statuses(home, experiment) -> set:
+    return {(r.data.tags[helpers.ROLE], r.info.status)
+            for r in helpers.experiment_runs(f"sqlite:///{home / 'mlflow.db'}", experiment)}
 
 
 def test_an_interrupt_swallowed_before_the_search_stops_it_at_its_first_trial(isolated):
     cfg = config.compose([*JOB, "experiment=swallowed"])
     with pytest.raises(interrupts.Interrupted), interrupts.handled():
-        _swallowed_sigterm()
+        _sigterm_caught_by_a_library()
         task.run_job(cfg)
     assert _statuses(isolated, "swallowed") == {("job", "KILLED")}  # no trial started
 
@@ -109,7 +111,7 @@ def test_an_interrupt_swallowed_during_training_stops_it_at_the_epoch_end(isolat
     real_fit = training.fit
 
     def fit_hit_by_a_signal(*args, **kwargs):
-        _swallowed_sigterm()
+        _sigterm_caught_by_a_library()
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(training, "fit", fit_hit_by_a_signal)
@@ -124,14 +126,22 @@ def test_an_interrupt_tensorflow_turns_into_an_error_ends_the_trial_killed_not_f
     """Measured on SLURM: a warning signal during a trial's training came out of TensorFlow as
     "ValueError: None values not supported." and the trial was recorded FAILED (never rerun)."""
     def fit_hit_by_a_signal(*args, **kwargs):
-        try:
-            signal.raise_signal(signal.SIGTERM)
-            time.sleep(0.05)
-        except BaseException:  # noqa: BLE001 - what TensorFlow did with it
-            raise ValueError("None values not supported.") from None
+        _sigterm_caught_by_a_library(then=ValueError("None values not supported."))
 
     monkeypatch.setattr(training, "fit", fit_hit_by_a_signal)
     cfg = config.compose([*JOB, "experiment=converted"])
     with pytest.raises(interrupts.Interrupted), interrupts.handled():
         task.run_job(cfg)
     assert _statuses(isolated, "converted") == {("job", "KILLED"), ("trial", "KILLED")}
+
+
+def test_an_interrupt_turned_into_an_error_outside_a_trial_is_no_failed_job(isolated,
+                                                                             monkeypatch):
+    """Before the search (data, model checks): the job stops on the interrupt; it is not a
+    failed job the sweep reports and goes on from."""
+    def start_hit_by_a_signal(cfg, info=None):
+        _sigterm_caught_by_a_library(then=ValueError("None values not supported."))
+
+    monkeypatch.setattr(task, "run_job", start_hit_by_a_signal)
+    with pytest.raises(interrupts.Interrupted), interrupts.handled():
+        task.task(config.compose([*JOB, "experiment=converted-start"]))

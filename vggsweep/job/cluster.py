@@ -185,9 +185,9 @@ class Follower:
             state = ("RETURNED", "")  # the job handed back its result
         if state != self.shown[number] and state[0] != "UNKNOWN":
             self.shown[number] = state
-            name, why = state[0].lower(), state[1]
-            why = WAITING.get(why, why) if name == "pending" and why != "None" else ""
-            why = AGAIN if name == "requeued" else why
+            name, reason = state[0].lower(), state[1]
+            why = AGAIN if name == "requeued" else (
+                WAITING.get(reason, reason) if name == "pending" and reason != "None" else "")
             kind = "SLURM job" if self.on_slurm else "process"  # a local job's id is its PID
             where = f"{kind} {self.jobs[number].job_id}"
             self._print(f"{self.labels[number]} {where}: {name}{f' ({why})' if why else ''}")
